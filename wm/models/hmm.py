@@ -230,12 +230,17 @@ class _HMM:
 
     @torch.no_grad()
     def sample(self, T: int, generator: torch.Generator | None = None, n: int | None = None):
-        """Draw (states, obs): (T,), (T, *event) or with n: (n, T), (n, T, *event)."""
+        """Draw (states, obs): (T,), (T, *event) or with n: (n, T), (n, T, *event).
+
+        States by inverse CDF on pre-drawn uniforms (one gather + compare per step)."""
         m = 1 if n is None else n
-        s = torch.multinomial(self.startprob.expand(m, -1), 1, generator=generator)[:, 0]
+        u = torch.rand(m, T, generator=generator, dtype=self.dtype).to(self.device)
+        cum_start, cum = self.startprob.cumsum(0), self.transmat.cumsum(1)
+        last = self.n_states - 1
+        s = (u[:, 0, None] > cum_start).sum(-1).clamp_max(last)
         states = [s]
-        for _ in range(T - 1):
-            s = torch.multinomial(self.transmat[s], 1, generator=generator)[:, 0]
+        for t in range(1, T):
+            s = (u[:, t, None] > cum[s]).sum(-1).clamp_max(last)
             states.append(s)
         states = torch.stack(states, 1)
         obs = self._sample_emission(states, generator)
@@ -286,8 +291,9 @@ class CategoricalHMM(_HMM):
         self.emissionprob = counts / counts.sum(1, keepdim=True).clamp_min(torch.finfo(self.dtype).tiny)
 
     def _sample_emission(self, states, generator):
-        probs = self.emissionprob[states.reshape(-1)]
-        return torch.multinomial(probs, 1, generator=generator).view(states.shape)
+        u = torch.rand(states.shape, generator=generator, dtype=self.dtype).to(self.device)
+        cum = self.emissionprob.cumsum(1)[states]
+        return (u[..., None] > cum).sum(-1).clamp_max(self.emissionprob.shape[1] - 1)
 
     def params(self):
         return {"startprob": self.startprob, "transmat": self.transmat, "emissionprob": self.emissionprob}

@@ -302,13 +302,16 @@ class ExtendedKalmanFilter(KalmanFilter):
         self.f, self.h = f, h
 
     @staticmethod
-    def _jac(fn, x, *args):
-        x = x.detach().requires_grad_(True) if not x.requires_grad else x
+    def _jac(fn, x):
+        """fn(x) and its Jacobian (B, out, in); the graph is kept only when x is part of one."""
+        track = torch.is_grad_enabled() and x.requires_grad
+        xg = x if track else x.detach().requires_grad_(True)
         with torch.enable_grad():
-            out = fn(x, *args)
-            rows = [torch.autograd.grad(out[:, i].sum(), x, retain_graph=True, create_graph=torch.is_grad_enabled())[0]
-                    for i in range(out.shape[1])]
-        return out, torch.stack(rows, 1)  # (B, out, in): batch rows are independent
+            out = fn(xg)
+            rows = [torch.autograd.grad(out[:, i].sum(), xg, retain_graph=True, create_graph=track)[0]
+                    for i in range(out.shape[1])]  # batch rows are independent, so a sum gives each row's
+        J = torch.stack(rows, 1)
+        return (out, J) if track else (out.detach(), J)
 
     def _transition(self, x, u_t):
         if u_t is None:
@@ -356,9 +359,12 @@ class KalmanWorldModel(torch.nn.Module):
     @dataclass
     class Config:
         name: str = "kalman"
-        perturb: float = 0.5   # relative size of the random change to each fitted parameter at the start
+        perturb: float = 1.0   # size of the random change to each fitted parameter at the start
         init_seed: int = 0
-        em_vars: list[str] = field(default_factory=lambda: ["F", "Q", "R", "x0", "P0"])
+        # what EM refits. With H known, F is identifiable only up to a change of basis of the unobserved
+        # velocity block (same likelihood, different states), so by default the dynamics stay known and
+        # the noise levels and the initial state are learned; add "F" to fit the dynamics as well.
+        em_vars: list[str] = field(default_factory=lambda: ["Q", "R", "x0", "P0"])
         plot_steps: int = 200
 
     def __init__(self, cfg: KalmanWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
