@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from wm.config import positive, require
 from wm.models.hmm import CategoricalHMM
 
 
@@ -40,11 +41,15 @@ class Casino:
         p_loaded_to_fair: float = 0.1
         loaded_six: float = 0.5
 
+        def check(self) -> None:
+            positive(self, "n_train", "train_length", "n_test", "test_length")
+            for key in ("p_fair_to_loaded", "p_loaded_to_fair", "loaded_six"):
+                require(0 < getattr(self, key) < 1, key, f"must be in (0, 1) (got {getattr(self, key)})")
+
     state_names = ("fair", "loaded")
 
     def __init__(self, cfg: Casino.Config, seed: int = 0):
-        if min(cfg.n_train, cfg.train_length, cfg.n_test, cfg.test_length) < 1:
-            raise ValueError("env=casino: n_train, train_length, n_test, test_length must be >= 1")
+        cfg.check()
         self.cfg, self.seed = cfg, seed
         self.true_model = casino_hmm(cfg.p_fair_to_loaded, cfg.p_loaded_to_fair, cfg.loaded_six)
         g = torch.Generator().manual_seed(seed)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from wm.config import positive, require
 from wm.models.kalman import KalmanFilter
 
 
@@ -43,11 +44,12 @@ class Tracking:
         n_test: int = 20
         test_length: int = 200
 
+        def check(self) -> None:
+            positive(self, "dt", "q", "r", "speed", "n_train", "train_length", "n_test", "test_length")
+            require(0 <= self.p_missing < 1, "p_missing", f"must be in [0, 1) (got {self.p_missing})")
+
     def __init__(self, cfg: Tracking.Config, seed: int = 0):
-        if min(cfg.n_train, cfg.train_length, cfg.n_test, cfg.test_length) < 1:
-            raise ValueError("env=tracking: n_train, train_length, n_test, test_length must be >= 1")
-        if not 0 <= cfg.p_missing < 1:
-            raise ValueError("env=tracking: p_missing must be in [0, 1)")
+        cfg.check()
         self.cfg, self.seed = cfg, seed
         self.true_model = constant_velocity_model(cfg.dt, cfg.q, cfg.r, cfg.speed)
         g = torch.Generator().manual_seed(seed)

@@ -35,6 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from wm.config import positive, require
+from wm.models.base import WorldModel
+
 DTYPE = torch.float64
 
 
@@ -376,7 +379,7 @@ def perturbed(model: _HMM, scale: float, generator: torch.Generator) -> _HMM:
 
 
 # ---- model=hmm: the supervised-loop part --------------------------------------------------------------
-class HMMWorldModel(torch.nn.Module):
+class HMMWorldModel(WorldModel):
     """Baum-Welch on the dataset of `env=casino`: one EM iteration per train step.
 
     The dataset provides `true_model` (an HMM), `train_obs`, `train_lengths`, `test_obs`, `test_lengths`,
@@ -384,6 +387,7 @@ class HMMWorldModel(torch.nn.Module):
     """
 
     loop = "supervised"
+    datasets = ("casino",)  # the env options this model can be trained on (for validation)
 
     @dataclass
     class Config:
@@ -392,6 +396,11 @@ class HMMWorldModel(torch.nn.Module):
         init_seed: int = 0       # added to the run seed for the perturbed start
         min_covar: float = 1e-6  # Gaussian emissions only
         plot_steps: int = 300    # how many steps of the first held-out sequence the plot shows
+
+        def check(self) -> None:
+            require(0 <= self.perturb <= 1, "perturb", f"must be in [0, 1] (got {self.perturb})")
+            positive(self, "min_covar", allow_zero=True)
+            positive(self, "plot_steps")
 
     def __init__(self, cfg: HMMWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
@@ -410,8 +419,10 @@ class HMMWorldModel(torch.nn.Module):
         self.n_train_steps = int(data.train_lengths.sum())
         self.n_test_steps = int(data.test_lengths.sum())
         self.last_loglik = float("nan")
+        self.steps_done = 0
 
     def train_step(self, step: int) -> dict[str, float]:
+        self.steps_done = step + 1
         ll = self.hmm.em_step(self.train_obs, self.data.train_lengths)
         gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
         self.last_loglik = ll
@@ -429,7 +440,10 @@ class HMMWorldModel(torch.nn.Module):
         mask = path.cpu() >= 0
         mapped = inv[path.cpu().clamp_min(0)]
         acc = float((mapped == self.data.test_states)[mask].double().mean())
-        out = {"eval/loglik": ll, "eval/loglik_true": ll_true, "eval/state_accuracy": acc}
+        _, true_path = truth.viterbi(self.data.test_obs, lens)
+        acc_true = float((true_path == self.data.test_states)[true_path >= 0].double().mean())
+        out = {"eval/loglik": ll, "eval/loglik_true": ll_true, "eval/state_accuracy": acc,
+               "eval/state_accuracy_true": acc_true}
         if isinstance(self.hmm, CategoricalHMM):  # per true state, the largest emission error
             err = (self.hmm.emissionprob.cpu()[list(perm)] - truth.emissionprob).abs().amax()
             out["eval/emission_max_abs_error"] = float(err)
@@ -474,7 +488,7 @@ class HMMWorldModel(torch.nn.Module):
         fig.savefig(path_png, dpi=100)
         plt.close(fig)
         if logger is not None and hasattr(logger, "log_file"):
-            logger.log_file("eval/states_plot", path_png, "image")
+            logger.log_file("eval/states_plot", path_png, "image", self.steps_done)
         return path_png
 
     def state_dict(self, *args, **kwargs):

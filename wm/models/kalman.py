@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from wm.config import positive
+from wm.models.base import WorldModel
 from wm.models.hmm import DTYPE, as_tensor, single_threaded
 
 EM_VARS = ("F", "H", "Q", "R", "x0", "P0")
@@ -346,7 +348,7 @@ def best_rmse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None
 
 
 # ---- model=kalman: the supervised-loop part ------------------------------------------------------------
-class KalmanWorldModel(torch.nn.Module):
+class KalmanWorldModel(WorldModel):
     """EM for a linear-Gaussian model on the dataset of `env=tracking`: one EM iteration per train step.
 
     The dataset provides `true_model` (a KalmanFilter), `train_obs`, `test_obs` ((N, T, m), NaN = missing),
@@ -355,6 +357,7 @@ class KalmanWorldModel(torch.nn.Module):
     """
 
     loop = "supervised"
+    datasets = ("tracking",)  # the env options this model can be trained on (for validation)
 
     @dataclass
     class Config:
@@ -367,13 +370,18 @@ class KalmanWorldModel(torch.nn.Module):
         em_vars: list[str] = field(default_factory=lambda: ["Q", "R", "x0", "P0"])
         plot_steps: int = 200
 
+        def check(self) -> None:
+            positive(self, "perturb", allow_zero=True)
+            positive(self, "plot_steps")
+            bad = sorted(set(self.em_vars) - {*EM_VARS, "B"})
+            if bad:
+                raise ValueError(f"em_vars: unknown {bad}; valid: {[*EM_VARS, 'B']}")
+
     def __init__(self, cfg: KalmanWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
         if not isinstance(getattr(data, "true_model", None), KalmanFilter):
             raise TypeError("model=kalman needs a linear-Gaussian dataset (env=tracking)")
-        bad = sorted(set(cfg.em_vars) - set(EM_VARS) - {"B"})
-        if bad:
-            raise ValueError(f"model.em_vars: unknown {bad}; valid: {list(EM_VARS) + ['B']}")
+        cfg.check()
         self.cfg, self.data, self.device_ = cfg, data, torch.device(device)
         g = torch.Generator().manual_seed(int(getattr(data, "seed", 0)) + cfg.init_seed)
         truth = data.true_model
@@ -396,8 +404,10 @@ class KalmanWorldModel(torch.nn.Module):
         self.n_train_obs = int((~torch.isnan(data.train_obs).any(-1)).sum())
         self.n_test_obs = int((~torch.isnan(data.test_obs).any(-1)).sum())
         self.last_loglik = float("nan")
+        self.steps_done = 0
 
     def train_step(self, step: int) -> dict[str, float]:
+        self.steps_done = step + 1
         ll = self.kf.em_step(self.train_obs, self.train_u, em_vars=tuple(self.cfg.em_vars))
         gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
         self.last_loglik = ll
@@ -452,7 +462,7 @@ class KalmanWorldModel(torch.nn.Module):
         fig.savefig(path, dpi=100)
         plt.close(fig)
         if logger is not None and hasattr(logger, "log_file"):
-            logger.log_file("eval/track_plot", path, "image")
+            logger.log_file("eval/track_plot", path, "image", self.steps_done)
         return path
 
     def state_dict(self, *args, **kwargs):
