@@ -222,11 +222,28 @@ class KalmanFilter:
         ys = gauss(self._observation(xs.reshape(N * T, -1))[0], self.R).view(N, T, -1)
         return (xs[0], ys[0]) if n is None else (xs, ys)
 
+    def _keep_rows(self, best: torch.Tensor, old: torch.Tensor, fixed_rows) -> torch.Tensor:
+        """Constrained M-step for [F B] with the rows `fixed_rows` held at `old` (known kinematics).
+
+        The expected complete-data log-likelihood is tr(Q^-1 (M - best) S (M - best)^T) + const in M = [F B];
+        with rows a fixed, its maximiser over the free rows b (at the current Q) is
+        M_b = best_b + Q_ba Q_aa^-1 (old_a - best_a): an exact conditional step, so EM stays monotone.
+        """
+        if not fixed_rows:
+            return best
+        a = torch.as_tensor(list(fixed_rows), device=self.device)
+        b = torch.as_tensor([i for i in range(self.n_state) if i not in set(fixed_rows)], device=self.device)
+        out = old.clone()
+        shift = torch.linalg.solve(self.Q[a][:, a], old[a] - best[a])
+        out[b] = best[b] + self.Q[b][:, a] @ shift
+        return out
+
     @single_threaded
     @torch.no_grad()
-    def em_step(self, y, u=None, lengths=None, em_vars=EM_VARS) -> float:
+    def em_step(self, y, u=None, lengths=None, em_vars=EM_VARS, fixed_rows=()) -> float:
         """One EM iteration (Shumway & Stoffer; the updates and their order follow pykalman) summed over
-        the sequences; with controls and "B" in em_vars, [F B] is one joint regression. Returns the total
+        the sequences; with controls and "B" in em_vars, [F B] is one joint regression, and `fixed_rows`
+        keeps those rows of [F B] as they are (e.g. position += dt * velocity). Returns the total
         log-likelihood before the update."""
         y, u, ok, valid, _ = self._prepare(y, u, lengths)
         f = self._smooth(self._filter(y, u, ok), valid)
@@ -258,13 +275,13 @@ class KalmanFilter:
                 Euu = (tr * outer(ut, ut)).sum((0, 1))
                 num = torch.cat([Exy, Exu], 1)
                 den = torch.cat([torch.cat([Eyy, Eyu], 1), torch.cat([Eyu.T, Euu], 1)], 0)
-                FB = torch.linalg.solve(den, num.T).T
+                FB = self._keep_rows(torch.linalg.solve(den, num.T).T, torch.cat([F, Bm], 1), fixed_rows)
                 F, Bm = FB[:, : self.n_state], FB[:, self.n_state:]
                 p["B"] = Bm
             else:
                 if ut is not None:
                     Exy = Exy - (tr * outer(ut @ Bm.T, x0)).sum((0, 1))
-                F = torch.linalg.solve(Eyy, Exy.T).T
+                F = self._keep_rows(torch.linalg.solve(Eyy, Exy.T).T, F, fixed_rows)
             p["F"] = F
         if "Q" in em_vars:
             e = x1 - x0 @ F.T - (0 if ut is None else ut @ Bm.T)
@@ -279,11 +296,12 @@ class KalmanFilter:
         self.set_params(**p)
         return float(f["ll"].sum())
 
-    def fit(self, y, u=None, lengths=None, n_iter: int = 10, em_vars=EM_VARS, tol: float | None = None):
+    def fit(self, y, u=None, lengths=None, n_iter: int = 10, em_vars=EM_VARS, tol: float | None = None,
+            fixed_rows=()):
         """EM for the parameters named in `em_vars`; `history` = total log-likelihood before each step."""
         self.history = []
         for _ in range(n_iter):
-            self.history.append(self.em_step(y, u, lengths, em_vars))
+            self.history.append(self.em_step(y, u, lengths, em_vars, fixed_rows))
             if tol is not None and len(self.history) > 1 and self.history[-1] - self.history[-2] < tol:
                 break
         return self
