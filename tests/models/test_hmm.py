@@ -209,3 +209,21 @@ def test_world_model_steps_evaluates_and_plots(tmp_path):
     other = HMMWorldModel(HMMWorldModel.Config(), data=data, device="cpu")
     other.load_state_dict(state)
     assert other.evaluate() == after
+
+
+def test_train_py_runs_hmm_casino_and_resumes(tmp_path):
+    from tests.conftest import summary, train
+
+    small = ["env.n_train=5", "env.train_length=200", "env.n_test=2", "env.test_length=200", "eval.every=2",
+             "checkpoint.every=2", "log_every=2", "device=cpu"]
+    run = tmp_path / "run"
+    proc = train(run, "experiment=hmm_casino", "total_steps=4", *small)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = summary(run)
+    assert s["status"] == "completed" and s["steps"] == 4
+    for key in ("eval/loglik", "eval/loglik_true", "eval/state_accuracy"):
+        assert isinstance(s[key], float)
+    assert (run / "hmm_states.png").stat().st_size > 0
+    proc = train(run, "experiment=hmm_casino", "total_steps=6", *small, "resume=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert summary(run)["steps"] == 6

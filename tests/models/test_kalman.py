@@ -190,3 +190,17 @@ def test_extended_filter_tracks_pendulum():
     rmse = (sm.means - states).pow(2).mean((0, 1)).sqrt()
     spread = states.std((0, 1))
     assert (rmse < 0.2 * spread).all(), (rmse, spread)
+
+
+def test_train_py_runs_kalman_tracking(tmp_path):
+    from tests.conftest import summary, train
+
+    run = tmp_path / "run"
+    proc = train(run, "experiment=kalman_tracking", "total_steps=3", "eval.every=3", "env.n_train=4",
+                 "env.train_length=60", "env.n_test=2", "env.test_length=60", "device=cpu")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = summary(run)
+    assert s["status"] == "completed" and s["steps"] == 3
+    for key in ("eval/loglik", "eval/loglik_true", "eval/state_rmse"):
+        assert isinstance(s[key], float)
+    assert (run / "kalman_track.png").stat().st_size > 0
