@@ -207,19 +207,20 @@ class KalmanFilter:
         N = 1 if n is None else n
         kw = {"generator": generator, "dtype": self.dtype}
 
-        def gauss(mean, cov):
-            return mean + (torch.randn(mean.shape, **kw).to(self.device)[:, None, :] @ torch.linalg.cholesky(cov).mT)[:, 0]
+        def gauss(mean, chol):
+            return mean + torch.randn(mean.shape, **kw).to(self.device) @ chol.mT
 
+        LP0, LQ, LR = (torch.linalg.cholesky(c) for c in (self.P0, self.Q, self.R))
         if u is not None:
             u = as_tensor(u, self.dtype, self.device)
             u = u[None].expand(N, -1, -1) if u.dim() == 2 else u
-        x = gauss(self.x0.expand(N, -1), self.P0)
+        x = gauss(self.x0.expand(N, -1), LP0)
         xs = [x]
         for t in range(1, T):
-            x = gauss(self._transition(x, None if u is None else u[:, t])[0], self.Q)
+            x = gauss(self._transition(x, None if u is None else u[:, t])[0], LQ)
             xs.append(x)
         xs = torch.stack(xs, 1)
-        ys = gauss(self._observation(xs.reshape(N * T, -1))[0], self.R).view(N, T, -1)
+        ys = gauss(self._observation(xs.reshape(N * T, -1))[0], LR).view(N, T, -1)
         return (xs[0], ys[0]) if n is None else (xs, ys)
 
     def _keep_rows(self, best: torch.Tensor, old: torch.Tensor, fixed_rows) -> torch.Tensor:
