@@ -465,13 +465,13 @@ class KalmanWorldModel(WorldModel):
         ax[0].plot(mu[:, 0], mu[:, 1], "-", color="C3", lw=1, label="smoothed")
         ax[0].set_title("track (x, y)")
         ax[0].legend(fontsize=8)
-        for i, a in enumerate(ax[1:]):
-            a.plot(t, x[:, i], "k-", lw=1, label="true")
-            a.plot(t, y[:, i], ".", ms=3, color="C0", label="observed (gaps: missing)")
-            a.plot(t, mu[:, i], "-", color="C3", lw=1, label="smoothed")
-            a.fill_between(t, mu[:, i] - 2 * sd[:, i], mu[:, i] + 2 * sd[:, i], color="C3", alpha=0.25,
-                           label="2 sigma")
-            a.set_title(f"position {'xy'[i]} over time")
+        for i, a in enumerate(ax[1:]):  # errors against the truth, so the 2-sigma band is visible
+            a.axhline(0, color="k", lw=1, label="true")
+            a.plot(t, y[:, i] - x[:, i], ".", ms=3, color="C0", label="observed - true (gaps: missing)")
+            a.plot(t, mu[:, i] - x[:, i], "-", color="C3", lw=1, label="smoothed - true")
+            a.fill_between(t, mu[:, i] - x[:, i] - 2 * sd[:, i], mu[:, i] - x[:, i] + 2 * sd[:, i], color="C3",
+                           alpha=0.25, label="smoothed 2-sigma band")
+            a.set_title(f"position {'xy'[i]}: error against the true state")
             a.set_xlabel("t")
         ax[1].legend(fontsize=8)
         fig.tight_layout()
