@@ -29,7 +29,7 @@ import torch
 
 from wm.config import positive
 from wm.models.base import WorldModel
-from wm.models.hmm import DTYPE, as_tensor, single_threaded
+from wm.models.hmm import DTYPE, as_tensor, em_state, load_em_state, single_threaded
 
 EM_VARS = ("F", "H", "Q", "R", "x0", "P0")
 
@@ -388,9 +388,11 @@ class KalmanWorldModel(WorldModel):
         # the noise levels and the initial state are learned; add "F" to fit the dynamics as well.
         em_vars: list[str] = field(default_factory=lambda: ["Q", "R", "x0", "P0"])
         plot_steps: int = 200
+        tol: float = 1e-4      # EM has converged once an iteration gains less total log-likelihood;
+                               # later train steps then do nothing (so a large total_steps is cheap)
 
         def check(self) -> None:
-            positive(self, "perturb", allow_zero=True)
+            positive(self, "perturb", "tol", allow_zero=True)
             positive(self, "plot_steps")
             bad = sorted(set(self.em_vars) - {*EM_VARS, "B"})
             if bad:
@@ -422,15 +424,18 @@ class KalmanWorldModel(WorldModel):
         self.test_u = getattr(data, "test_u", None)
         self.n_train_obs = int((~torch.isnan(data.train_obs).any(-1)).sum())
         self.n_test_obs = int((~torch.isnan(data.test_obs).any(-1)).sum())
-        self.last_loglik = float("nan")
+        self.last_loglik, self.gain, self.converged = float("nan"), float("nan"), False
         self.steps_done = 0
 
     def train_step(self, step: int) -> dict[str, float]:
         self.steps_done = step + 1
-        ll = self.kf.em_step(self.train_obs, self.train_u, em_vars=tuple(self.cfg.em_vars))
-        gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
-        self.last_loglik = ll
-        return {"model/loglik": ll / self.n_train_obs, "model/loglik_gain": gain}
+        if not self.converged:
+            ll = self.kf.em_step(self.train_obs, self.train_u, em_vars=tuple(self.cfg.em_vars))
+            self.gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
+            self.converged = self.gain < self.cfg.tol
+            self.last_loglik = ll
+        return {"model/loglik": self.last_loglik / self.n_train_obs, "model/loglik_gain": self.gain,
+                "model/converged": float(self.converged)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -485,10 +490,7 @@ class KalmanWorldModel(WorldModel):
         return path
 
     def state_dict(self, *args, **kwargs):
-        return {k: v.detach().cpu().clone() for k, v in self.kf.params().items()} | {
-            "last_loglik": torch.tensor(self.last_loglik, dtype=torch.float64)}
+        return em_state(self, self.kf)
 
     def load_state_dict(self, state, strict: bool = True):
-        state = dict(state)
-        self.last_loglik = float(state.pop("last_loglik"))
-        self.kf.set_params(**{k: v.to(self.device_) for k, v in state.items()})
+        load_em_state(self, self.kf, state)
