@@ -1,9 +1,11 @@
 """Sutton & Barto chapter 8 figures with wm's grid envs and tabular Dyna-Q / Dyna-Q+.
 
-    flock /tmp/wm-bench.lock python -m bench.dyna            # all three figures + speed, ~1 min
+    flock /tmp/wm-bench.lock python -m bench.dyna             # the three figures + speed, ~2 min
+    flock /tmp/wm-bench.lock python -m bench.dyna --cartpole  # DQN vs Dyna-DQN, 5 seeds, through train.py
     python -m bench.dyna --wandb                              # also log the PNGs to W&B (WANDB_MODE respected)
 
-Writes bench/results/dyna.json and dyna_fig8_2.png, dyna_fig8_4.png, dyna_fig8_5.png.
+Writes bench/results/dyna.json and dyna_fig8_2.png, dyna_fig8_4.png, dyna_fig8_5.png; with --cartpole
+bench/results/dyna_cartpole.json and dyna_cartpole.png.
 
 The tabular algorithm (``wm.agents.dyna_q.TabularDynaQ``, the same class ``agent=dyna_q`` wraps) is
 driven directly in a python loop on the registered envs (``gym.make(id).unwrapped``): 30 runs x 3
@@ -283,12 +285,125 @@ def git_commit() -> str | None:
 def log_wandb(paths: dict[str, Path], summary: dict) -> None:
     import wandb
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    run = wandb.init(project="wm", name="bench-dyna", job_type="bench", mode=mode,
-                     dir=str(RESULTS), config=summary)
+    run_dir = ROOT / "outputs" / "bench-wandb"  # git-ignored
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project="wm", name="bench-dyna", job_type="bench", mode=mode, dir=str(run_dir),
+                     config=summary)
     try:
         run.log({key: wandb.Image(str(p)) for key, p in paths.items()})
     finally:
         wandb.finish()
+
+
+# ---- learned-model Dyna on CartPole, through train.py -------------------------------------------
+CARTPOLE_VARIANTS = {"dqn": "dqn_cartpole", "dyna_dqn": "dyna_cartpole"}
+
+
+def train_run(experiment: str, seed: int, budget: int, run_dir: Path, extra: list[str]) -> dict:
+    """One ``python train.py experiment=...`` run; returns its eval curve, wall time and summary."""
+    cmd = [sys.executable, "train.py", f"experiment={experiment}", f"seed={seed}", f"total_steps={budget}",
+           f"hydra.run.dir={run_dir}", "progress=false", "logger=none", *extra]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    curve, episodes = [], 0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "eval/return_mean" in row:
+            curve.append([row["step"], round(row["eval/return_mean"], 2)])
+        episodes += "train/episode_return" in row
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"command": " ".join(cmd[1:]), "curve": curve, "wall_seconds": round(wall, 1),
+            "steps": summary["steps"], "env_steps_per_second": round(summary["steps"] / wall, 1),
+            "train_episodes": episodes, "status": summary["status"]}
+
+
+def first_reaching(curve: list[list[float]], threshold: float) -> int | None:
+    return next((int(step) for step, value in curve if value >= threshold), None)
+
+
+def cartpole(seeds: list[int], budget: int, threshold: float, work: Path, extra: list[str]) -> dict:
+    out: dict = {"settings": {"seeds": seeds, "budget_env_steps": budget, "threshold": threshold,
+                              "experiments": CARTPOLE_VARIANTS, "extra_overrides": extra},
+                 "per_variant": {}}
+    for name, experiment in CARTPOLE_VARIANTS.items():
+        runs = {}
+        for seed in seeds:
+            r = train_run(experiment, seed, budget, work / f"{name}_{seed}", extra)
+            r["steps_to_threshold"] = first_reaching(r["curve"], threshold)
+            r["final_eval_return"] = r["curve"][-1][1] if r["curve"] else None
+            runs[str(seed)] = r
+            print(name, seed, r["steps_to_threshold"], r["final_eval_return"], r["wall_seconds"], flush=True)
+        reached = [r["steps_to_threshold"] for r in runs.values() if r["steps_to_threshold"] is not None]
+        finals = [r["final_eval_return"] for r in runs.values()]
+        # a run that never reached the threshold counts as "more than the budget" for the median
+        capped = sorted(r["steps_to_threshold"] or float("inf") for r in runs.values())
+        median = float(np.median(capped)) if len(capped) % 2 or np.isfinite(capped[len(capped) // 2]) else None
+        out["per_variant"][name] = {
+            "runs": runs,
+            "summary": {"runs_reaching_threshold": len(reached),
+                        "steps_to_threshold_median": None if median is None or not np.isfinite(median) else median,
+                        "steps_to_threshold_min": min(reached) if reached else None,
+                        "steps_to_threshold_max": max(reached) if reached else None,
+                        "final_eval_return_median": float(np.median(finals)),
+                        "final_eval_return_min": float(np.min(finals)),
+                        "final_eval_return_max": float(np.max(finals))}}
+    a = out["per_variant"]["dqn"]["summary"]["steps_to_threshold_median"]
+    b = out["per_variant"]["dyna_dqn"]["summary"]["steps_to_threshold_median"]
+    out["ratio_dqn_over_dyna_median_steps"] = round(a / b, 3) if a and b else None
+    per_seed = []
+    for seed in map(str, seeds):
+        x = out["per_variant"]["dqn"]["runs"][seed]["steps_to_threshold"]
+        y = out["per_variant"]["dyna_dqn"]["runs"][seed]["steps_to_threshold"]
+        per_seed.append(round(x / y, 3) if x and y else None)
+    out["ratio_per_seed"] = per_seed
+    return out
+
+
+def plot_cartpole(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, d), color in zip(res["per_variant"].items(), ("tab:blue", "tab:orange")):
+        curves = [np.array(r["curve"]) for r in d["runs"].values() if r["curve"]]
+        for c in curves:
+            ax.plot(c[:, 0], c[:, 1], color=color, alpha=0.25, lw=0.8)
+        n = min(len(c) for c in curves)
+        ax.plot(curves[0][:n, 0], np.mean([c[:n, 1] for c in curves], 0), color=color, lw=2,
+                label=f"{name} (mean of {len(curves)})")
+    ax.axhline(res["settings"]["threshold"], color="gray", ls="--", lw=0.8)
+    ax.set_xlabel("Env steps")
+    ax.set_ylabel("Eval return")
+    ax.set_title("CartPole-v1: DQN vs learned-model Dyna-DQN")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main_cartpole(args: argparse.Namespace, argv: list[str]) -> dict:
+    import tempfile
+    t0, load_before = time.perf_counter(), os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="wm-bench-dyna-") as work:
+        res = cartpole(args.seeds, args.budget, args.threshold, Path(work), args.override)
+    path = args.out / f"{args.name}_cartpole.png"
+    plot_cartpole(res, path)
+    result = {"benchmark": "dyna_cartpole",
+              "command": "flock /tmp/wm-bench.lock python -m bench.dyna " + " ".join(argv),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "git_commit": git_commit(), "machine": dict(machine(), device="cpu (torch, 1 thread)"),
+              "loadavg_before": [round(x, 2) for x in load_before],
+              "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+              "wall_seconds": round(time.perf_counter() - t0, 1), **res,
+              "plot": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
+    (args.out / f"{args.name}_cartpole.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.wandb:
+        log_wandb({"cartpole": path}, {"ratio": res["ratio_dqn_over_dyna_median_steps"]})
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -299,8 +414,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="dyna")
     p.add_argument("--wandb", action="store_true", help="log the PNGs to W&B")
+    p.add_argument("--cartpole", action="store_true",
+                   help="instead: DQN vs Dyna-DQN on CartPole through train.py (dyna_cartpole.json)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--budget", type=int, default=30000, help="env steps per CartPole run (both variants)")
+    p.add_argument("--threshold", type=float, default=475.0)
+    p.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for both variants")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cartpole:
+        return main_cartpole(args, argv)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
 
@@ -325,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "benchmark": "dyna",
-        "command": "flock /tmp/wm-bench.lock python -m bench.dyna " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "flock /tmp/wm-bench.lock python -m bench.dyna " + " ".join(argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": machine(),
@@ -346,6 +470,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     r = main()
+    if r["benchmark"] == "dyna_cartpole":
+        print(json.dumps({k: v["summary"] for k, v in r["per_variant"].items()}),
+              r["ratio_dqn_over_dyna_median_steps"], r["ratio_per_seed"])
+        sys.exit(0)
     f = r["figure_8_2_dyna_maze"]["per_n"]
     print(json.dumps({n: d["at_episode"] for n, d in f.items()}))
     for key in ("figure_8_4_blocking_maze", "figure_8_5_shortcut_maze"):
