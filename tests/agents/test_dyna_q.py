@@ -10,7 +10,8 @@ import torch
 import wm.envs  # noqa: F401
 from bench.dyna import greedy_path, run_episodes, run_steps
 from wm.agents.dyna_q import DynaQAgent, TabularDynaQ
-from wm.models.dyna import DynaModel, Schedule
+from wm.loops.schedule import Schedule
+from wm.models.dyna import DynaModel
 
 
 def maze(env_id="wm/DynaMaze-v0", **kw):
@@ -144,7 +145,7 @@ def test_agent_wrapper_learns_and_checkpoints_with_weights_only_load():
 
 
 def test_agent_rejects_vector_observations():
-    with pytest.raises(ValueError, match="discrete observations"):
+    with pytest.raises(TypeError, match="discrete observations"):
         DynaQAgent(DynaQAgent.Config(), gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
     with pytest.raises(ValueError, match="alpha"):
         DynaQAgent.Config(alpha=0.0)
@@ -159,3 +160,54 @@ def test_eval_acting_does_not_touch_the_training_rng():
     b.core.rng.setstate(a.core.rng.getstate())
     b.act(np.arange(5), None, np.ones(5, bool), explore=False)  # all ties: random greedy picks
     assert a.act(np.arange(5), None, None, True)[0].tolist() == b.act(np.arange(5), None, None, True)[0].tolist()
+
+
+# ---- through train.py -----------------------------------------------------------------------------
+def train(tmp_path, name, *overrides):
+    """One run of the real config through wm.run (validate -> build -> loop), in this process."""
+    import json
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from wm.run import execute
+    from wm.validate import validate
+
+    run_dir = tmp_path / name
+    run_dir.mkdir(exist_ok=True)
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["progress=false", *overrides])
+    threads = torch.get_num_threads()
+    try:
+        execute(cfg, validate(cfg, run_dir), run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return rows, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_train_py_dyna_maze_preset_learns(tmp_path):
+    rows, summary = train(tmp_path, "maze", "experiment=dyna_maze", "total_steps=1500", "eval.every=1500")
+    lengths = [r["train/episode_length"] for r in rows if "train/episode_length" in r]
+    assert summary["status"] == "completed" and summary["steps"] == 1500
+    assert len(lengths) > 20 and np.mean(lengths[-10:]) < 25  # n=50: near the 14-step path
+    assert summary["eval/length_mean"] <= 16
+
+
+def test_train_py_blocking_maze_resumes_exactly_across_the_wall_change(tmp_path):
+    """The wall moves at 300 total steps; a run stopped at 450 and resumed matches one that was not."""
+    common = ["experiment=dyna_blocking", "env.kwargs.change_at=300", "env.max_episode_steps=300",
+              "model.planning_steps=5", "eval.every=450", "checkpoint.every=450", "log_every=100000"]
+    full, _ = train(tmp_path, "full", *common, "total_steps=900")
+    train(tmp_path, "split", *common, "total_steps=450")
+    split, summary = train(tmp_path, "split", *common, "total_steps=900", "resume=true")
+    def episodes(rows):
+        return [(r["step"], r["train/episode_length"]) for r in rows if "train/episode_length" in r]
+
+    def evals(rows):
+        return [(r["step"], r["eval/length_mean"]) for r in rows if "eval/length_mean" in r]
+
+    assert summary["status"] == "completed" and summary["steps"] == 900
+    assert any(step > 450 for step, _ in episodes(full))  # episodes after the resume point
+    assert episodes(split) == episodes(full) and evals(split) == evals(full)

@@ -36,7 +36,7 @@ def test_dyna_maze_layout_figure_8_2():
 def test_blocking_maze_layout_and_change_at_1000_steps():
     env = gym.make("wm/BlockingMaze-v0").unwrapped
     assert env.start == (5, 3) and env.goal == (0, 8) and env.change_at == 1000
-    assert cells(env.walls0) == {(3, c) for c in range(0, 8)}  # opening on the right
+    assert cells(env.walls0) == {(3, c) for c in range(8)}  # opening on the right
     assert cells(env.walls1) == {(3, c) for c in range(1, 9)}  # opening on the left
     assert shortest_path(env.walls0, env.start, env.goal) == 10
     assert shortest_path(env.walls1, env.start, env.goal) == 16

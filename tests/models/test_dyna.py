@@ -135,5 +135,5 @@ def test_tabular_model_feeds_imagined_transitions_from_its_table():
 def test_config_checks():
     with pytest.raises(ValueError, match="planning_steps"):
         DynaModel.Config(planning_steps=-1)
-    with pytest.raises(ValueError, match="continuous|discrete action"):
+    with pytest.raises(TypeError, match="discrete actions"):
         DynaModel(DynaModel.Config(), gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (1,)))

@@ -29,14 +29,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
-from wm.models.dyna import DynaModel, Schedule, TabularModel
-
-try:  # the core's base class (wm/agents/base.py)
-    from wm.agents.base import Agent
-except ImportError:  # pragma: no cover - before the core lands
-    Agent = nn.Module  # type: ignore[misc,assignment]
+from wm.agents.base import Agent
+from wm.loops.schedule import Schedule
+from wm.models.dyna import DynaModel, TabularModel
 
 
 class TabularDynaQ:
@@ -184,13 +180,25 @@ class DynaQAgent(Agent):
             if self.prefill < 0:
                 raise ValueError(f"prefill: must be >= 0 (got {self.prefill})")
 
-    def __init__(self, cfg: "DynaQAgent.Config", obs_space: gym.Space, act_space: gym.Space,
+    @staticmethod
+    def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> str | None:
+        """Why agent=dyna_q cannot run on these spaces (None if it can); used by validate and __init__."""
+        if not isinstance(obs_space, gym.spaces.Discrete):
+            return ("agent=dyna_q is tabular and needs discrete observations (a grid env: env=dyna_maze, "
+                    f"blocking_maze, shortcut_maze, gridworld); got {type(obs_space).__name__}{obs_space.shape}. "
+                    "For vector observations "
+                    "use model=dyna agent=dqn")
+        return None
+
+    def __init__(self, cfg: DynaQAgent.Config, obs_space: gym.Space, act_space: gym.Space,
                  model: DynaModel | None = None, device: torch.device | str = "cpu"):
         super().__init__()
-        if not isinstance(obs_space, gym.spaces.Discrete) or not isinstance(act_space, gym.spaces.Discrete):
-            raise ValueError("agent=dyna_q needs discrete observations and actions (a grid env)")
+        problem = self.check_spaces(obs_space, act_space) or (
+            None if isinstance(act_space, gym.spaces.Discrete) else "agent=dyna_q needs discrete actions")
+        if problem:
+            raise TypeError(problem)
         if model is not None and not getattr(model, "tabular", False):
-            raise ValueError("agent=dyna_q needs model=dyna (tabular) or model=none")
+            raise TypeError("agent=dyna_q needs model=dyna (tabular) or model=none")
         self.cfg = cfg
         m = model.cfg if model is not None else DynaModel.Config(planning_steps=0)
         seed = int(torch.randint(0, 2**31 - 1, ()).item())  # from the run's seeded torch RNG

@@ -18,7 +18,8 @@ tabular agents use); ``"onehot"`` a float32 one-hot vector; ``"coords"`` float32
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -72,7 +73,7 @@ def parse_layout(layout: Sequence[str]) -> tuple[np.ndarray, tuple[int, int] | N
     if bad:
         raise ValueError(f"layout has unknown characters {sorted(bad)}; use # S G .")
     walls = np.array([[ch == "#" for ch in r] for r in rows], dtype=bool)
-    find = lambda ch: next(((i, j) for i, r in enumerate(rows) for j, c in enumerate(r) if c == ch), None)  # noqa: E731
+    find = lambda ch: next(((i, j) for i, r in enumerate(rows) for j, c in enumerate(r) if c == ch), None)
     return walls, find("S"), find("G")
 
 
@@ -96,7 +97,7 @@ def shortest_path(walls: np.ndarray, start: tuple[int, int], goal: tuple[int, in
 class GridMaze(gym.Env):
     """A deterministic (or slippery) grid maze whose walls may change after ``change_at`` total steps."""
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}
 
     def __init__(self, layout: Sequence[str] = DYNA_MAZE, changed_layout: Sequence[str] | None = None,
                  change_at: int | None = None, slip: float = 0.0, step_reward: float = 0.0,

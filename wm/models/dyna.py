@@ -18,27 +18,17 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-try:  # the core's base class and schedule (wm/models/base.py, wm/loops/schedule.py)
-    from wm.models.base import WorldModel
-except ImportError:  # pragma: no cover - before the core lands
-    WorldModel = nn.Module  # type: ignore[misc,assignment]
-try:
-    from wm.loops.schedule import Schedule
-except ImportError:  # pragma: no cover - before the core lands
-    @dataclass
-    class Schedule:  # type: ignore[no-redef]
-        every: int = 1
-        updates: int = 1
-        start: int = 0
+from wm.loops.schedule import Schedule
+from wm.models.base import WorldModel
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,12 +226,23 @@ class DynaModel(WorldModel):
             if self.lr <= 0:
                 raise ValueError(f"lr: must be > 0 (got {self.lr})")
 
-    def __init__(self, cfg: "DynaModel.Config", obs_space: gym.Space, act_space: gym.Space,
+    @staticmethod
+    def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> str | None:
+        """Why model=dyna cannot run on these spaces (None if it can); used by validate and __init__."""
+        if not isinstance(act_space, gym.spaces.Discrete):
+            return f"model=dyna needs discrete actions (got {type(act_space).__name__})"
+        flat = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
+        if not isinstance(obs_space, gym.spaces.Discrete) and not flat:
+            return f"model=dyna needs discrete or flat vector observations (got {type(obs_space).__name__}{obs_space.shape})"
+        return None
+
+    def __init__(self, cfg: DynaModel.Config, obs_space: gym.Space, act_space: gym.Space,
                  device: torch.device | str = "cpu"):
         super().__init__()
         self.cfg, self.device = cfg, torch.device(device)
-        if not isinstance(act_space, gym.spaces.Discrete):
-            raise ValueError("model=dyna needs a discrete action space")
+        problem = self.check_spaces(obs_space, act_space)
+        if problem:
+            raise TypeError(problem)
         self.n_actions = int(act_space.n)
         self.tabular = isinstance(obs_space, gym.spaces.Discrete)
         self.table: TabularModel | None = None
@@ -253,8 +254,6 @@ class DynaModel(WorldModel):
             self.n_states = int(obs_space.n)
             self.table = TabularModel(self.n_actions, plus=cfg.kappa > 0)
         else:
-            if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-                raise ValueError("model=dyna needs discrete or flat vector observations")
             self.dynamics = MLPDynamics(obs_space.shape[0], self.n_actions, cfg.hidden, cfg.layers).to(self.device)
             self.opt = torch.optim.Adam(self.dynamics.parameters(), lr=cfg.lr)
 
@@ -309,7 +308,7 @@ class DynaModel(WorldModel):
         Dtypes and device follow the real batch.
         """
         b = batch["obs"].shape[0]
-        k = int(round(self.cfg.imagined_ratio * b))
+        k = round(self.cfg.imagined_ratio * b)
         if self.tabular:
             if k == 0 or not self.table.keys:
                 return batch
