@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -299,68 +300,98 @@ def log_wandb(paths: dict[str, Path], summary: dict) -> None:
 CARTPOLE_VARIANTS = {"dqn": "dqn_cartpole", "dyna_dqn": "dyna_cartpole"}
 
 
-def train_run(experiment: str, seed: int, budget: int, run_dir: Path, extra: list[str]) -> dict:
-    """One ``python train.py experiment=...`` run; returns its eval curve, wall time and summary."""
+def read_metrics(run_dir: Path) -> tuple[list[list[float]], int]:
+    curve, episodes = [], 0
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return curve, episodes
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if "eval/return_mean" in row:
+            curve.append([row["step"], round(row["eval/return_mean"], 2)])
+        episodes += "train/episode_return" in row
+    return curve, episodes
+
+
+def train_run(experiment: str, seed: int, budget: int, run_dir: Path, extra: list[str],
+              stop_at: float | None = None) -> dict:
+    """One ``python train.py experiment=...`` run: its eval curve, wall time and summary.
+
+    With ``stop_at`` the run is sent SIGTERM (the loop checkpoints and exits) once an evaluation
+    reaches it: steps-to-threshold is all the comparison needs, and it saves most of the budget.
+    """
     cmd = [sys.executable, "train.py", f"experiment={experiment}", f"seed={seed}", f"total_steps={budget}",
            f"hydra.run.dir={run_dir}", "progress=false", "logger=none", *extra]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    stopped = False
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        while proc.poll() is None:
+            time.sleep(2.0)
+            curve, _ = read_metrics(run_dir)
+            if stop_at is not None and not stopped and any(v >= stop_at for _, v in curve):
+                proc.send_signal(signal.SIGTERM)
+                stopped = True
+        stderr = proc.stderr.read()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    curve, episodes = [], 0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "eval/return_mean" in row:
-            curve.append([row["step"], round(row["eval/return_mean"], 2)])
-        episodes += "train/episode_return" in row
+    if proc.returncode not in (0, 130):
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-2000:]}")
+    curve, episodes = read_metrics(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"command": " ".join(cmd[1:]), "curve": curve, "wall_seconds": round(wall, 1),
             "steps": summary["steps"], "env_steps_per_second": round(summary["steps"] / wall, 1),
-            "train_episodes": episodes, "status": summary["status"]}
+            "train_episodes": episodes, "status": summary["status"], "stopped_at_threshold": stopped}
 
 
 def first_reaching(curve: list[list[float]], threshold: float) -> int | None:
     return next((int(step) for step, value in curve if value >= threshold), None)
 
 
-def cartpole(seeds: list[int], budget: int, threshold: float, work: Path, extra: list[str]) -> dict:
+def cartpole(seeds: list[int], budget: int, threshold: float, work: Path, extra: list[str],
+             stop: bool, save) -> dict:
+    """Seeds interleaved (dqn s0, dyna s0, dqn s1, ...) and the results saved after every run, so an
+    interrupted benchmark still leaves paired seeds."""
     out: dict = {"settings": {"seeds": seeds, "budget_env_steps": budget, "threshold": threshold,
-                              "experiments": CARTPOLE_VARIANTS, "extra_overrides": extra},
-                 "per_variant": {}}
-    for name, experiment in CARTPOLE_VARIANTS.items():
-        runs = {}
-        for seed in seeds:
-            r = train_run(experiment, seed, budget, work / f"{name}_{seed}", extra)
+                              "experiments": CARTPOLE_VARIANTS, "extra_overrides": extra,
+                              "stop_at_threshold": stop},
+                 "per_variant": {name: {"runs": {}} for name in CARTPOLE_VARIANTS}}
+    for seed in seeds:
+        for name, experiment in CARTPOLE_VARIANTS.items():
+            r = train_run(experiment, seed, budget, work / f"{name}_{seed}", extra, threshold if stop else None)
             r["steps_to_threshold"] = first_reaching(r["curve"], threshold)
             r["final_eval_return"] = r["curve"][-1][1] if r["curve"] else None
-            runs[str(seed)] = r
+            out["per_variant"][name]["runs"][str(seed)] = r
             print(name, seed, r["steps_to_threshold"], r["final_eval_return"], r["wall_seconds"], flush=True)
-        reached = [r["steps_to_threshold"] for r in runs.values() if r["steps_to_threshold"] is not None]
-        finals = [r["final_eval_return"] for r in runs.values()]
-        # a run that never reached the threshold counts as "more than the budget" for the median
-        capped = sorted(r["steps_to_threshold"] or float("inf") for r in runs.values())
-        median = float(np.median(capped)) if len(capped) % 2 or np.isfinite(capped[len(capped) // 2]) else None
-        out["per_variant"][name] = {
-            "runs": runs,
-            "summary": {"runs_reaching_threshold": len(reached),
-                        "steps_to_threshold_median": None if median is None or not np.isfinite(median) else median,
+            summarize(out)
+            save(out)
+    return out
+
+
+def summarize(out: dict) -> None:
+    for d in out["per_variant"].values():
+        runs = d["runs"].values()
+        reached = [r["steps_to_threshold"] for r in runs if r["steps_to_threshold"] is not None]
+        # a run that never reached the threshold counts as "more than the budget" in the median
+        capped = sorted(r["steps_to_threshold"] or float("inf") for r in runs)
+        median = float(np.median(capped)) if capped else None
+        d["summary"] = {"runs": len(capped), "runs_reaching_threshold": len(reached),
+                        "steps_to_threshold_median": median if median is not None and np.isfinite(median) else None,
                         "steps_to_threshold_min": min(reached) if reached else None,
                         "steps_to_threshold_max": max(reached) if reached else None,
-                        "final_eval_return_median": float(np.median(finals)),
-                        "final_eval_return_min": float(np.min(finals)),
-                        "final_eval_return_max": float(np.max(finals))}}
+                        "wall_seconds_median": float(np.median([r["wall_seconds"] for r in runs])) if capped else None}
     a = out["per_variant"]["dqn"]["summary"]["steps_to_threshold_median"]
     b = out["per_variant"]["dyna_dqn"]["summary"]["steps_to_threshold_median"]
     out["ratio_dqn_over_dyna_median_steps"] = round(a / b, 3) if a and b else None
-    per_seed = []
-    for seed in map(str, seeds):
-        x = out["per_variant"]["dqn"]["runs"][seed]["steps_to_threshold"]
-        y = out["per_variant"]["dyna_dqn"]["runs"][seed]["steps_to_threshold"]
-        per_seed.append(round(x / y, 3) if x and y else None)
+    per_seed = {}
+    for seed, r in out["per_variant"]["dyna_dqn"]["runs"].items():
+        x = out["per_variant"]["dqn"]["runs"].get(seed, {}).get("steps_to_threshold")
+        y = r["steps_to_threshold"]
+        per_seed[seed] = round(x / y, 3) if x and y else None
     out["ratio_per_seed"] = per_seed
-    return out
 
 
 def plot_cartpole(res: dict, path: Path) -> None:
@@ -370,15 +401,13 @@ def plot_cartpole(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for (name, d), color in zip(res["per_variant"].items(), ("tab:blue", "tab:orange")):
         curves = [np.array(r["curve"]) for r in d["runs"].values() if r["curve"]]
-        for c in curves:
-            ax.plot(c[:, 0], c[:, 1], color=color, alpha=0.25, lw=0.8)
-        n = min(len(c) for c in curves)
-        ax.plot(curves[0][:n, 0], np.mean([c[:n, 1] for c in curves], 0), color=color, lw=2,
-                label=f"{name} (mean of {len(curves)})")
+        for i, c in enumerate(curves):
+            ax.plot(c[:, 0], c[:, 1], color=color, alpha=0.6, lw=1, marker=".",
+                    label=f"{name} ({len(curves)} seeds)" if i == 0 else None)
     ax.axhline(res["settings"]["threshold"], color="gray", ls="--", lw=0.8)
     ax.set_xlabel("Env steps")
     ax.set_ylabel("Eval return")
-    ax.set_title("CartPole-v1: DQN vs learned-model Dyna-DQN")
+    ax.set_title("CartPole-v1: DQN vs learned-model Dyna-DQN (per seed)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -388,19 +417,25 @@ def plot_cartpole(res: dict, path: Path) -> None:
 def main_cartpole(args: argparse.Namespace, argv: list[str]) -> dict:
     import tempfile
     t0, load_before = time.perf_counter(), os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="wm-bench-dyna-") as work:
-        res = cartpole(args.seeds, args.budget, args.threshold, Path(work), args.override)
+    head = {"benchmark": "dyna_cartpole",
+            "command": "flock /tmp/wm-bench.lock python -m bench.dyna " + " ".join(argv),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "machine": dict(machine(), device="cpu (torch, 1 thread)"),
+            "loadavg_before": [round(x, 2) for x in load_before]}
     path = args.out / f"{args.name}_cartpole.png"
-    plot_cartpole(res, path)
-    result = {"benchmark": "dyna_cartpole",
-              "command": "flock /tmp/wm-bench.lock python -m bench.dyna " + " ".join(argv),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "git_commit": git_commit(), "machine": dict(machine(), device="cpu (torch, 1 thread)"),
-              "loadavg_before": [round(x, 2) for x in load_before],
-              "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-              "wall_seconds": round(time.perf_counter() - t0, 1), **res,
-              "plot": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
-    (args.out / f"{args.name}_cartpole.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    def save(res: dict, done: bool = False) -> dict:
+        result = {**head, "complete": done, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                  "wall_seconds": round(time.perf_counter() - t0, 1), **res,
+                  "plot": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
+        (args.out / f"{args.name}_cartpole.json").write_text(json.dumps(result, indent=1) + "\n")
+        if any(d["runs"] for d in res["per_variant"].values()):
+            plot_cartpole(res, path)
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="wm-bench-dyna-") as work:
+        res = cartpole(args.seeds, args.budget, args.threshold, Path(work), args.override, not args.full, save)
+    result = save(res, done=True)
     if args.wandb:
         log_wandb({"cartpole": path}, {"ratio": res["ratio_dqn_over_dyna_median_steps"]})
     return result
@@ -420,6 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budget", type=int, default=30000, help="env steps per CartPole run (both variants)")
     p.add_argument("--threshold", type=float, default=475.0)
     p.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for both variants")
+    p.add_argument("--full", action="store_true", help="run the whole budget (default: stop at the threshold)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -471,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     r = main()
     if r["benchmark"] == "dyna_cartpole":
-        print(json.dumps({k: v["summary"] for k, v in r["per_variant"].items()}),
+        print(json.dumps({k: v.get("summary") for k, v in r["per_variant"].items()}),
               r["ratio_dqn_over_dyna_median_steps"], r["ratio_per_seed"])
         sys.exit(0)
     f = r["figure_8_2_dyna_maze"]["per_n"]
