@@ -64,14 +64,18 @@ SHORTCUT_MAZE_AFTER = (
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
 
 
+class GridError(gym.error.Error, ValueError):
+    """An invalid grid argument: a ValueError that the config validation reports as a gymnasium error."""
+
+
 def parse_layout(layout: Sequence[str]) -> tuple[np.ndarray, tuple[int, int] | None, tuple[int, int] | None]:
     """Return (walls bool array, start, goal) of a layout; start/goal are None when absent."""
     rows = [str(r) for r in layout]
     if not rows or any(len(r) != len(rows[0]) for r in rows):
-        raise ValueError("layout rows must be non-empty and of equal length")
+        raise GridError("layout rows must be non-empty and of equal length")
     bad = {ch for r in rows for ch in r} - set("#SG.")
     if bad:
-        raise ValueError(f"layout has unknown characters {sorted(bad)}; use # S G .")
+        raise GridError(f"layout has unknown characters {sorted(bad)}; use # S G .")
     walls = np.array([[ch == "#" for ch in r] for r in rows], dtype=bool)
     find = lambda ch: next(((i, j) for i, r in enumerate(rows) for j, c in enumerate(r) if c == ch), None)
     return walls, find("S"), find("G")
@@ -104,21 +108,21 @@ class GridMaze(gym.Env):
                  goal_reward: float = 1.0, obs_type: str = "index", render_mode: str | None = None):
         self.walls0, start, goal = parse_layout(layout)
         if start is None or goal is None:
-            raise ValueError("layout needs one S (start) and one G (goal)")
+            raise GridError("layout needs one S (start) and one G (goal)")
         self.start, self.goal = start, goal
         self.walls1 = None
         if changed_layout is not None:
             self.walls1, _, _ = parse_layout(changed_layout)
             if self.walls1.shape != self.walls0.shape:
-                raise ValueError("changed_layout must have the same shape as layout")
+                raise GridError("changed_layout must have the same shape as layout")
             if change_at is None or change_at < 0:
-                raise ValueError("changed_layout needs change_at >= 0 (total env steps)")
+                raise GridError("changed_layout needs change_at >= 0 (total env steps)")
         if not 0.0 <= slip <= 1.0:
-            raise ValueError(f"slip must be in [0, 1] (got {slip})")
+            raise GridError(f"slip must be in [0, 1] (got {slip})")
         if obs_type not in ("index", "onehot", "coords"):
-            raise ValueError(f"obs_type must be index, onehot or coords (got {obs_type!r})")
+            raise GridError(f"obs_type must be index, onehot or coords (got {obs_type!r})")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+            raise GridError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.change_at = change_at
         self.slip, self.step_reward, self.goal_reward = float(slip), float(step_reward), float(goal_reward)
         self.obs_type, self.render_mode = obs_type, render_mode
@@ -180,7 +184,7 @@ class GridMaze(gym.Env):
     def step(self, action):
         a = int(action)
         if not 0 <= a < 4:
-            raise ValueError(f"action must be in 0..3 (got {action!r})")
+            raise GridError(f"action must be in 0..3 (got {action!r})")
         if self.slip > 0.0 and self.np_random.random() < self.slip:
             a = int(self.np_random.integers(4))
         walls = self.walls
@@ -238,19 +242,19 @@ def GridWorld(height: int = 5, width: int = 5, walls: Sequence[Sequence[int]] = 
               start: Sequence[int] = (0, 0), goal: Sequence[int] | None = None, **kwargs: Any) -> GridMaze:
     """A configurable grid: ``walls`` is a list of [row, col]; the goal defaults to the far corner."""
     if height < 1 or width < 1 or height * width < 2:
-        raise ValueError(f"grid needs at least 2 cells (got {height}x{width})")
+        raise GridError(f"grid needs at least 2 cells (got {height}x{width})")
     goal = (height - 1, width - 1) if goal is None else goal
     grid = [["."] * width for _ in range(height)]
     for cell in walls:
         r, c = int(cell[0]), int(cell[1])
         if not (0 <= r < height and 0 <= c < width):
-            raise ValueError(f"wall {list(cell)} is outside the {height}x{width} grid")
+            raise GridError(f"wall {list(cell)} is outside the {height}x{width} grid")
         grid[r][c] = "#"
     for ch, (r, c) in (("S", start), ("G", goal)):
         if not (0 <= r < height and 0 <= c < width):
-            raise ValueError(f"{'start' if ch == 'S' else 'goal'} {[r, c]} is outside the {height}x{width} grid")
+            raise GridError(f"{'start' if ch == 'S' else 'goal'} {[r, c]} is outside the {height}x{width} grid")
         if grid[r][c] != ".":
-            raise ValueError(f"start and goal must be distinct free cells (got {[r, c]})")
+            raise GridError(f"start and goal must be distinct free cells (got {[r, c]})")
         grid[r][c] = ch
     return GridMaze(layout=["".join(row) for row in grid], **kwargs)
 
