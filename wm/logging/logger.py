@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -116,7 +117,7 @@ class Logger:
         try:
             import wandb
 
-            run_id = id_file.read_text().strip() if resume and id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:8]
             mode = wandb_mode(self.cfg)
             run = self._start_wandb(wandb, mode, run_id, config, name)
             if run is None and mode == "online":
