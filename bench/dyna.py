@@ -277,7 +277,8 @@ def machine() -> dict:
 def git_commit() -> str | None:
     try:
         sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", "wm", "bench"], cwd=ROOT) != 0
+        code = ["wm", "bench", "conf", "train.py", ":(exclude)bench/results"]  # results are outputs, not code
+        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", *code], cwd=ROOT) != 0
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
