@@ -4,12 +4,13 @@ import hydra
 from omegaconf import DictConfig
 
 import wm.cli
-import wm.run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     wm.cli.task_started()
+    import wm.run  # heavy (torch, gymnasium): only once the command line is known to be valid
+
     return wm.run.main(cfg)
 
 
