@@ -75,11 +75,11 @@ def test_dataset_batches_depend_on_seed_and_step_test_set_only_on_test_seed():
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="digits"):
-        MovingMNIST.Config(digits="emnist")
+        MovingMNIST.Config(digits="emnist").check()
     with pytest.raises(ValueError, match="mnist_dir"):
-        MovingMNIST.Config(digits="mnist_idx")
+        MovingMNIST.Config(digits="mnist_idx").check()
     with pytest.raises(ValueError, match="horizon"):
-        MovingMNIST.Config(horizon=0)
+        MovingMNIST.Config(horizon=0).check()
 
 
 def test_load_test_seq_reads_the_standard_layout(tmp_path):

@@ -112,11 +112,11 @@ def test_actions_condition_the_prediction():
 
 def test_config_validation():
     with pytest.raises(ValueError, match="kernel"):
-        small(kernel=4)
+        small(kernel=4).check()
     with pytest.raises(ValueError, match="forecaster"):
-        small(forecaster="both")
+        small(forecaster="both").check()
     with pytest.raises(ValueError, match="hidden"):
-        small(hidden=[])
+        small(hidden=[]).check()
     with pytest.raises(ValueError, match="patch"):
         ConvLSTM(small(patch=3), SquareData())
 
@@ -168,7 +168,7 @@ def test_evaluate_keys_and_artifacts(tmp_path):
     logged = []
 
     class Logger:
-        def log_file(self, key, path, kind):
+        def log_file(self, key, path, kind, step):
             logged.append((key, path, kind))
 
     out = m.artifacts(tmp_path, Logger())

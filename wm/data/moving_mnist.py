@@ -198,7 +198,7 @@ class MovingMNIST:
         test_seed: int = 2015  # the test set depends on this only, never on the run seed
         step_length: float = 0.1
 
-        def __post_init__(self) -> None:
+        def check(self) -> None:
             if self.digits not in ("sklearn", "mnist_idx"):
                 raise ValueError(f"digits: unknown source {self.digits!r}; valid: sklearn, mnist_idx")
             if self.digits == "mnist_idx" and not self.mnist_dir:
@@ -213,6 +213,7 @@ class MovingMNIST:
     action_dim = 0
 
     def __init__(self, cfg: "MovingMNIST.Config", seed: int = 0):
+        cfg.check()
         self.cfg = cfg
         self.seed = int(seed)
         self.context, self.horizon, self.size = cfg.context, cfg.horizon, cfg.size

@@ -137,7 +137,7 @@ class ConvLSTM(nn.Module):
         ssim: bool = True
         strip_sequences: int = 4  # sequences drawn in the gt-vs-prediction strip / video
 
-        def __post_init__(self) -> None:
+        def check(self) -> None:
             if not self.hidden or any(h <= 0 for h in self.hidden):
                 raise ValueError(f"hidden: needs at least one layer, all > 0 (got {self.hidden})")
             if self.kernel <= 0 or self.kernel % 2 == 0:
@@ -155,6 +155,7 @@ class ConvLSTM(nn.Module):
 
     def __init__(self, cfg: "ConvLSTM.Config", data: Any, device: torch.device | str = "cpu"):
         super().__init__()
+        cfg.check()
         self.cfg, self.data, self.device = cfg, data, torch.device(device)
         if data.size % cfg.patch:
             raise ValueError(f"model.patch={cfg.patch} must divide the frame size {data.size}")
@@ -173,6 +174,7 @@ class ConvLSTM(nn.Module):
         self.last_eval: dict[str, Any] = {}
         self.train_time = 0.0
         self.train_sequences = 0
+        self.steps_done = 0
 
     # ------------------------------------------------------------------------------------------- core
     def _prep(self, batch: dict) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -249,6 +251,7 @@ class ConvLSTM(nn.Module):
         self.opt.step()
         self.train_time += time.perf_counter() - t0
         self.train_sequences += x.shape[0]
+        self.steps_done = step + 1
         with torch.no_grad():
             # per-frame summed MSE on the predicted part, comparable in scale to eval/mse
             fmse = ((pred[:, self.context - 1 :] - x[:, self.context :]) ** 2).flatten(2).sum(-1).mean()
@@ -310,19 +313,21 @@ class ConvLSTM(nn.Module):
         from wm.metrics.video import save_strip, save_video
 
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        media = out_dir / "media"
+        media.mkdir(parents=True, exist_ok=True)
         written = {}
         n = max(1, self.cfg.strip_sequences)
         gt, pred = self.strips(n)
-        written["strip"] = save_strip(gt, pred, self.context, out_dir / "prediction_strip.png")
-        written["video"] = save_video(gt, pred, self.context, out_dir / "prediction")
+        tag = f"{self.steps_done:07d}"
+        written["strip"] = save_strip(gt, pred, self.context, media / f"prediction_strip_{tag}.png")
+        written["video"] = save_video(gt, pred, self.context, media / f"prediction_{tag}")
         if self.last_eval:
             path = out_dir / "eval_per_frame.json"
             path.write_text(json.dumps(self.last_eval, indent=1))
             written["per_frame"] = path
         if logger is not None and hasattr(logger, "log_file"):
-            logger.log_file("media/prediction_strip", written["strip"], "image")
-            logger.log_file("media/prediction_video", written["video"], "video")
+            logger.log_file("media/prediction_strip", written["strip"], "image", self.steps_done)
+            logger.log_file("media/prediction_video", written["video"], "video", self.steps_done)
         return written
 
     # ------------------------------------------------------------------------------------------- checkpoint
@@ -332,6 +337,7 @@ class ConvLSTM(nn.Module):
             "opt": self.opt.state_dict(),
             "train_time": self.train_time,
             "train_sequences": self.train_sequences,
+            "steps_done": self.steps_done,
         }
 
     def load_state_dict(self, state, strict: bool = True):
@@ -339,3 +345,4 @@ class ConvLSTM(nn.Module):
         self.opt.load_state_dict(copy.deepcopy(state["opt"]))  # never share moment tensors
         self.train_time = state.get("train_time", 0.0)
         self.train_sequences = state.get("train_sequences", 0)
+        self.steps_done = state.get("steps_done", 0)
