@@ -2,7 +2,8 @@
 training throughput, peak memory and wall time.
 
     python -m bench.convlstm                       # the preset at its default budget -> results/convlstm.json
-    python -m bench.convlstm --name convlstm_long total_steps=1200 model.ss_steps=400 env.test_size=2000
+    python -m bench.convlstm --name convlstm_long total_steps=800 model.ss_steps=270 eval.every=400
+    python -m bench.convlstm --name convlstm_cartpole_pixels --preset convlstm_cartpole_pixels
 
 Extra ``key=value`` arguments are passed to train.py as overrides. One seed (video prediction on a fixed
 test set; the seed only changes the training sequences and the initialisation). The run holds
@@ -85,6 +86,7 @@ def acquire(lock, wait: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.convlstm")
     ap.add_argument("--name", default="convlstm")
+    ap.add_argument("--preset", default=PRESET, help="experiment preset (convlstm_cartpole_pixels: action-conditioned)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lock-wait", type=float, default=None,
                     help="seconds to wait for the bench lock before running anyway (recorded); default: wait")
@@ -93,7 +95,7 @@ def main() -> None:
 
     run_dir = RUNS / args.name / f"seed{args.seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    overrides = [f"experiment={PRESET}", *args.overrides]
+    overrides = [f"experiment={args.preset}", *args.overrides]
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={args.seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -127,7 +129,7 @@ def main() -> None:
             "context": conf.env.context, "horizon": conf.env.horizon,
             "model": OmegaConf.to_container(conf.model), "device": OmegaConf.to_container(conf.device),
         },
-        "data": {"digits": conf.env.digits, "test_file": conf.env.test_file, "test_seed": conf.env.test_seed},
+        "data": OmegaConf.to_container(conf.env),
         "test_sequences": int(ev.get("eval/sequences", 0)),
         "status": summary["status"],
         "metrics": ev,

@@ -176,3 +176,13 @@ def test_evaluate_keys_and_artifacts(tmp_path):
     per_frame = json.loads(out["per_frame"].read_text())["per_frame"]["model"]
     assert len(per_frame["mse"]) == data.horizon and len(per_frame["ssim"]) == data.horizon
     assert {k for _, _, k in logged} == {"image", "video"}
+
+
+def test_residual_mode_starts_as_copy_last():
+    data = SquareData()
+    m = ConvLSTM(small(residual=True), data)
+    torch.nn.init.zeros_(m.encoder.out.weight)
+    torch.nn.init.zeros_(m.encoder.out.bias)
+    batch = data.train_batch(0, 2)
+    last = batch["frames"][:, data.context - 1 : data.context].float() / 255
+    assert torch.equal(m.predict(batch), last.expand(-1, data.horizon, -1, -1, -1))

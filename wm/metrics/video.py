@@ -50,8 +50,8 @@ def frame_ssim(pred: torch.Tensor, true: torch.Tensor, data_range: float = 1.0) 
 class VideoMetrics:
     """Accumulates per-frame MSE / MAE (and optionally SSIM) sums over batches of (B, T, C, H, W)."""
 
-    def __init__(self, ssim: bool = True):
-        self.ssim = ssim
+    def __init__(self, ssim: bool = True, ssim_range2: bool = True):
+        self.ssim, self.ssim_range2 = ssim, ssim_range2
         self.n = 0
         self.sums: dict[str, np.ndarray] = {}
 
@@ -66,7 +66,8 @@ class VideoMetrics:
         self._add("mae", frame_mae(pred, true).double().cpu().numpy())
         if self.ssim:
             self._add("ssim", frame_ssim(pred, true, 1.0))
-            self._add("ssim_range2", frame_ssim(pred, true, 2.0))
+            if self.ssim_range2:
+                self._add("ssim_range2", frame_ssim(pred, true, 2.0))
         self.n += pred.shape[0]
 
     def per_frame(self) -> dict[str, list[float]]:

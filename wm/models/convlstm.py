@@ -127,6 +127,7 @@ class ConvLSTM(nn.Module):
         patch: int = 4  # space-to-depth factor (1 = none)
         peephole: bool = False
         forecaster: str = "shared"  # shared | separate (Shi et al.'s encoder-forecaster)
+        residual: bool = False  # predict the change from the input frame (good for slowly changing scenes)
         batch_size: int = 16
         lr: float = 1e-3
         lr_decay_steps: int = 0  # cosine decay of lr to 0 over this many steps (0 = constant lr)
@@ -204,11 +205,14 @@ class ConvLSTM(nn.Module):
                     inp = use_gt * inp + (1 - use_gt) * prev
                 else:
                     inp = prev
+            frame_in = inp
             if actions is not None:
                 a = actions[:, t, :, None, None].expand(-1, -1, *inp.shape[-2:])
                 inp = torch.cat([inp, a], 1)
             net = self.forecaster if (self.forecaster is not None and t >= self.context - 1) else self.encoder
             out, states = net.step(inp, states)
+            if self.cfg.residual:
+                out = out + frame_in
             preds.append(out)
             prev = out
         return from_patches(torch.stack(preds, 1), p)
@@ -269,7 +273,8 @@ class ConvLSTM(nn.Module):
     def evaluate(self) -> dict[str, float]:
         """Test-set metrics of the model and of the copy-last-frame and blank baselines ("eval/..." keys)."""
         t0 = time.perf_counter()
-        model_m, copy_m, blank_m = VideoMetrics(self.cfg.ssim), VideoMetrics(self.cfg.ssim), VideoMetrics(self.cfg.ssim)
+        model_m = VideoMetrics(self.cfg.ssim)
+        copy_m, blank_m = VideoMetrics(self.cfg.ssim, False), VideoMetrics(self.cfg.ssim, False)
         background = getattr(self.data, "background", None)
         seen = 0
         limit = self.cfg.eval_sequences or len(self.data)
