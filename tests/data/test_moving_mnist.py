@@ -87,6 +87,7 @@ def test_load_test_seq_reads_the_standard_layout(tmp_path):
     np.save(tmp_path / "mnist_test_seq.npy", arr)
     out = load_test_seq(tmp_path / "mnist_test_seq.npy")
     assert out.shape == (3, 20, 64, 64) and np.array_equal(out[1, 4], arr[4, 1])
+    assert load_test_seq(tmp_path / "mnist_test_seq.npy", limit=2).shape == (2, 20, 64, 64)
     d = MovingMNIST(MovingMNIST.Config(test_file=str(tmp_path / "mnist_test_seq.npy"), test_size=2), seed=0)
     assert d.test.shape == (2, 20, 1, 64, 64) and torch.equal(d.test[1, 4, 0], torch.from_numpy(arr[4, 1]))
 
@@ -106,8 +107,11 @@ def test_load_test_seq_rejects_bad_files(tmp_path):
     np.save(tmp_path / "float.npy", np.full((20, 1, 64, 64), 300.0))
     with pytest.raises(DataFileError, match="wrong values"):
         load_test_seq(tmp_path / "float.npy")
-    with pytest.raises(DataFileError, match="not found"):
+    # through the config check: a ValueError naming the key, which train.py turns into one line
+    with pytest.raises(ValueError, match="test_file: Moving MNIST test file not found"):
         MovingMNIST(MovingMNIST.Config(test_file=str(tmp_path / "nope.npy")), seed=0)
+    with pytest.raises(ValueError, match="test_file: wrong shape"):
+        MovingMNIST.Config(test_file=str(tmp_path / "short.npy")).check()
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -140,7 +144,7 @@ def test_idx_loader_rejects_bad_files(tmp_path):
     (tmp_path / "bad.gz").write_bytes(b"not gzip at all, definitely")
     with pytest.raises(DataFileError, match="cannot read"):
         load_idx_images(tmp_path / "bad.gz")
-    with pytest.raises(DataFileError, match="not found in"):
+    with pytest.raises(ValueError, match="mnist_dir: MNIST train images not found in"):
         MovingMNIST(MovingMNIST.Config(digits="mnist_idx", mnist_dir=str(tmp_path)), seed=0)
-    with pytest.raises(DataFileError, match="not a directory"):
+    with pytest.raises(ValueError, match="mnist_dir: env.mnist_dir is not a directory"):
         MovingMNIST(MovingMNIST.Config(digits="mnist_idx", mnist_dir=str(tmp_path / "nodir")), seed=0)

@@ -115,13 +115,14 @@ def mnist_idx_digits(mnist_dir: str | os.PathLike, split: str) -> np.ndarray:
     raise DataFileError(f"MNIST {split} images not found in {d}: expected {stem} or {stem}.gz")
 
 
-def load_test_seq(path: str | os.PathLike, seq_len: int = 20, size: int = 64) -> np.ndarray:
-    """Load the standard ``mnist_test_seq.npy`` (uint8, (T, N, H, W)) as (N, T, H, W) uint8."""
+def open_test_seq(path: str | os.PathLike, seq_len: int = 20, size: int = 64) -> np.ndarray:
+    """Memory-map the standard ``mnist_test_seq.npy`` ((T, N, H, W), 820 MB for 10,000 sequences) after
+    checking that it exists, parses and has the expected shape; the pixels are not read yet."""
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"Moving MNIST test file not found: {path}")
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # numpy raises ValueError / OSError / EOFError / UnpicklingError on bad files
         raise DataFileError(f"corrupt Moving MNIST file {path}: {e.__class__.__name__}: {e}") from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 4 or arr.shape[0] != seq_len or arr.shape[2:] != (size, size):
@@ -129,12 +130,20 @@ def load_test_seq(path: str | os.PathLike, seq_len: int = 20, size: int = 64) ->
             f"wrong shape in {path}: got {getattr(arr, 'shape', None)}, expected ({seq_len}, N, {size}, {size}) "
             "like mnist_test_seq.npy"
         )
-    if arr.dtype != np.uint8:
-        if not np.issubdtype(arr.dtype, np.number) or arr.min() < 0 or arr.max() > 255:
-            raise DataFileError(f"wrong values in {path}: dtype {arr.dtype}, expected uint8 pixels 0..255")
-        arr = arr.astype(np.uint8)
     if arr.shape[1] == 0:
         raise DataFileError(f"{path} holds no sequences")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataFileError(f"wrong values in {path}: dtype {arr.dtype}, expected uint8 pixels 0..255")
+    return arr
+
+
+def load_test_seq(path: str | os.PathLike, seq_len: int = 20, size: int = 64, limit: int | None = None) -> np.ndarray:
+    """Load (the first ``limit`` sequences of) ``mnist_test_seq.npy`` as uint8 (N, T, H, W)."""
+    arr = np.asarray(open_test_seq(path, seq_len, size)[:, :limit])
+    if arr.dtype != np.uint8:
+        if arr.min() < 0 or arr.max() > 255:
+            raise DataFileError(f"wrong values in {path}: dtype {arr.dtype}, expected uint8 pixels 0..255")
+        arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr.transpose(1, 0, 2, 3))
 
 
@@ -208,6 +217,18 @@ class MovingMNIST:
                     raise ValueError(f"{key}: must be > 0 (got {getattr(self, key)})")
             if not 0 < self.step_length <= 1:
                 raise ValueError(f"step_length: must be in (0, 1] (got {self.step_length})")
+            # files are checked here, so a bad path or file stops the run before it starts (one line)
+            if self.test_file:
+                try:
+                    open_test_seq(self.test_file, self.context + self.horizon, self.size)
+                except DataFileError as e:
+                    raise ValueError(f"test_file: {e}") from None
+            if self.digits == "mnist_idx":
+                try:
+                    for split in ("train", "test"):
+                        mnist_idx_digits(self.mnist_dir, split)
+                except DataFileError as e:
+                    raise ValueError(f"mnist_dir: {e}") from None
 
     channels = 1
     action_dim = 0
@@ -226,7 +247,7 @@ class MovingMNIST:
             test_digits = mnist_idx_digits(cfg.mnist_dir, "test")
             self.source = f"MNIST idx files in {cfg.mnist_dir}"
         if cfg.test_file:
-            test = load_test_seq(cfg.test_file, self.seq_len, cfg.size)[: cfg.test_size]
+            test = load_test_seq(cfg.test_file, self.seq_len, cfg.size, cfg.test_size)
             self.test_source = f"{cfg.test_file} (first {len(test)} sequences)"
         else:
             rng = np.random.default_rng(cfg.test_seed)
