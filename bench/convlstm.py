@@ -108,7 +108,9 @@ def main() -> None:
         load_end = os.getloadavg()
     if proc.returncode != 0:
         raise SystemExit(f"train.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_rss_mb = usage.ru_maxrss / 1024  # Linux: KiB
+    cpu_seconds = usage.ru_utime + usage.ru_stime  # what the run cost the CPU, whatever else was running
 
     run = read_run(run_dir)
     summary = run["summary"]
@@ -142,6 +144,7 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb, 1),
         "wall_seconds": round(wall, 1),
         "run_wall_seconds": summary["wall_seconds"],
+        "cpu_seconds": round(cpu_seconds, 1),
         "eval_seconds": ev.get("eval/seconds"),
         "bench_lock": lock_state,
         "loadavg_start": [round(x, 2) for x in load_start],
