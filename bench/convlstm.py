@@ -103,7 +103,7 @@ def main() -> None:
         lock_state = acquire(lock, args.lock_wait)
         load_start = os.getloadavg()
         t0 = time.time()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
         wall = time.time() - t0
         load_end = os.getloadavg()
     if proc.returncode != 0:

@@ -57,7 +57,7 @@ def one_thread():
 
 
 def small(**kw):
-    base = dict(hidden=[8], kernel=3, patch=2, batch_size=4, eval_batch=4, strip_sequences=2)
+    base = {"hidden": [8], "kernel": 3, "patch": 2, "batch_size": 4, "eval_batch": 4, "strip_sequences": 2}
     base.update(kw)
     return ConvLSTM.Config(**base)
 

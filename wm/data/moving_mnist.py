@@ -30,9 +30,9 @@ import functools
 import gzip
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -123,7 +123,7 @@ def open_test_seq(path: str | os.PathLike, seq_len: int = 20, size: int = 64) ->
         raise DataFileError(f"Moving MNIST test file not found: {path}")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError / OSError / EOFError / UnpicklingError on bad files
+    except Exception as e:  # noqa: BLE001 - numpy raises ValueError / OSError / EOFError / UnpicklingError on bad files
         raise DataFileError(f"corrupt Moving MNIST file {path}: {e.__class__.__name__}: {e}") from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 4 or arr.shape[0] != seq_len or arr.shape[2:] != (size, size):
         raise DataFileError(
@@ -197,8 +197,8 @@ class MovingMNIST:
     @dataclass
     class Config:
         digits: str = "sklearn"  # sklearn | mnist_idx
-        mnist_dir: Optional[str] = None  # folder with the MNIST idx files, for digits=mnist_idx
-        test_file: Optional[str] = None  # mnist_test_seq.npy: replaces the generated test set
+        mnist_dir: str | None = None  # folder with the MNIST idx files, for digits=mnist_idx
+        test_file: str | None = None  # mnist_test_seq.npy: replaces the generated test set
         size: int = 64
         num_digits: int = 2
         context: int = 10  # frames given
@@ -233,7 +233,7 @@ class MovingMNIST:
     channels = 1
     action_dim = 0
 
-    def __init__(self, cfg: "MovingMNIST.Config", seed: int = 0):
+    def __init__(self, cfg: MovingMNIST.Config, seed: int = 0):
         cfg.check()
         self.cfg = cfg
         self.seed = int(seed)

@@ -12,8 +12,9 @@ batches depend only on (run seed, step), the test windows only on ``test_seed``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -64,7 +65,7 @@ class PixelRollouts:
         horizon: int = 10
         train_episodes: int = 200
         test_episodes: int = 40
-        max_episode_steps: Optional[int] = 200
+        max_episode_steps: int | None = 200
         test_seed: int = 2016
 
         def check(self) -> None:
@@ -72,7 +73,7 @@ class PixelRollouts:
                 if getattr(self, key) <= 0:
                     raise ValueError(f"{key}: must be > 0 (got {getattr(self, key)})")
 
-    def __init__(self, cfg: "PixelRollouts.Config", seed: int = 0):
+    def __init__(self, cfg: PixelRollouts.Config, seed: int = 0):
         from wm.envs.factory import EnvConfig, make_env
 
         cfg.check()

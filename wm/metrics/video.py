@@ -15,6 +15,8 @@ Frames are float in [0, 1], shaped (B, T, C, H, W), T = predicted frames.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
@@ -101,7 +103,7 @@ def strip_image(gt: np.ndarray, pred: np.ndarray, context: int, gap: int = 2) ->
 
     gt, pred: uint8 (N, T, C, H, W), pred holding the given frames in its first ``context`` frames.
     """
-    N, T, C, H, W = gt.shape
+    N, T, _, _, W = gt.shape
     rows = []
     for i in range(N):
         pair = [_tile(gt[i]), _tile(pred[i])]
@@ -113,24 +115,26 @@ def strip_image(gt: np.ndarray, pred: np.ndarray, context: int, gap: int = 2) ->
     return np.concatenate(rows[:-1], 0)
 
 
-def save_strip(gt: np.ndarray, pred: np.ndarray, context: int, path) -> "Path":
-    import imageio.v2 as imageio
+def save_strip(gt: np.ndarray, pred: np.ndarray, context: int, path) -> Path:
     from pathlib import Path
+
+    import imageio.v2 as imageio
 
     path = Path(path)
     imageio.imwrite(path, strip_image(gt, pred, context))
     return path
 
 
-def save_video(gt: np.ndarray, pred: np.ndarray, context: int, stem, scale: int = 2, fps: int = 4) -> "Path":
+def save_video(gt: np.ndarray, pred: np.ndarray, context: int, stem, scale: int = 2, fps: int = 4) -> Path:
     """Side-by-side ground truth | prediction over time for each sequence, stacked vertically.
 
     Writes ``stem``.mp4 (imageio-ffmpeg) or, if that fails, ``stem``.gif.
     """
-    import imageio.v2 as imageio
     from pathlib import Path
 
-    N, T, C, H, W = gt.shape
+    import imageio.v2 as imageio
+
+    N, T, _, H, _ = gt.shape
     frames = []
     for t in range(T):
         rows = []
@@ -146,7 +150,7 @@ def save_video(gt: np.ndarray, pred: np.ndarray, context: int, stem, scale: int 
     try:
         path = stem.with_suffix(".mp4")
         imageio.mimwrite(path, frames, fps=fps, macro_block_size=16)
-    except Exception:  # no ffmpeg backend: fall back to a GIF
+    except Exception:  # noqa: BLE001 - any ffmpeg/backend failure: fall back to a GIF
         path = stem.with_suffix(".gif")
         imageio.mimwrite(path, frames, duration=1000 / fps, loop=0)
     return path

@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ def from_patches(x: torch.Tensor, p: int) -> torch.Tensor:
 class ConvLSTMCell(nn.Module):
     """One ConvLSTM layer: (x (B, Cin, H, W), (h, c) (B, Ch, H, W)) -> (h, c)."""
 
-    def __init__(self, in_ch: int, hid_ch: int, kernel: int, size: Optional[tuple[int, int]] = None,
+    def __init__(self, in_ch: int, hid_ch: int, kernel: int, size: tuple[int, int] | None = None,
                  peephole: bool = False, forget_bias: float = 1.0):
         super().__init__()
         self.hid_ch = hid_ch
@@ -154,7 +154,7 @@ class ConvLSTM(nn.Module):
             if not self.lr > 0:
                 raise ValueError(f"lr: must be > 0 (got {self.lr})")
 
-    def __init__(self, cfg: "ConvLSTM.Config", data: Any, device: torch.device | str = "cpu"):
+    def __init__(self, cfg: ConvLSTM.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
         cfg.check()
         self.cfg, self.data, self.device = cfg, data, torch.device(device)
@@ -178,14 +178,14 @@ class ConvLSTM(nn.Module):
         self.steps_done = 0
 
     # ------------------------------------------------------------------------------------------- core
-    def _prep(self, batch: dict) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _prep(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = batch["frames"].to(self.device, non_blocking=True).float().div_(255.0)
         a = batch.get("actions")
         a = a.to(self.device).float() if (a is not None and self.action_dim) else None
         return x, a
 
-    def rollout(self, x: torch.Tensor, actions: Optional[torch.Tensor], gt_prob: float = 0.0,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def rollout(self, x: torch.Tensor, actions: torch.Tensor | None, gt_prob: float = 0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
         """Frames (B, T, C, H, W) in [0, 1] -> next-frame predictions for frames 1..T-1, (B, T-1, C, H, W).
 
         Frames < context are always given; later inputs are the model's previous prediction, replaced per
@@ -336,7 +336,7 @@ class ConvLSTM(nn.Module):
         return written
 
     # ------------------------------------------------------------------------------------------- checkpoint
-    def state_dict(self, *args, **kwargs):  # noqa: D401 - optimizer and counters included
+    def state_dict(self, *args, **kwargs):
         return {
             "net": super().state_dict(*args, **kwargs),
             "opt": self.opt.state_dict(),
