@@ -140,6 +140,11 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")
+    elif loop == "supervised" and isinstance(env, EnvConfig):
+        datasets = [n for n in options("env")
+                    if OmegaConf.load(CONF_DIR / "env" / f"{n}.yaml").get("_target_") != "wm.envs.factory.EnvConfig"]
+        raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns from a dataset, not an environment; "
+                          f"valid env: {', '.join(datasets)}")
 
     if run.resume:
         _check_resume(cfg, run_dir)
