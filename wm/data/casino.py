@@ -1,0 +1,59 @@
+"""env=casino: the dishonest casino of Durbin et al. (Biological Sequence Analysis, 1998, ch. 3).
+
+A casino switches between a fair die and a loaded one (a six half of the time) as a hidden Markov
+chain (fair -> loaded 0.05, loaded -> fair 0.1 per roll). The dataset draws training and held-out
+sequences of rolls (faces 1..6 stored as 0..5) with their true dice from a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wm.config import positive, require
+from wm.models.hmm import CategoricalHMM
+
+
+def casino_hmm(p_fair_to_loaded: float = 0.05, p_loaded_to_fair: float = 0.1, loaded_six: float = 0.5,
+               dtype=torch.float64) -> CategoricalHMM:
+    """State 0 = fair, 1 = loaded; symbols 0..5 = faces 1..6."""
+    other = (1 - loaded_six) / 5
+    return CategoricalHMM(
+        startprob=torch.tensor([0.5, 0.5]),
+        transmat=torch.tensor([[1 - p_fair_to_loaded, p_fair_to_loaded], [p_loaded_to_fair, 1 - p_loaded_to_fair]]),
+        emissionprob=torch.tensor([[1 / 6] * 6, [other] * 5 + [loaded_six]]),
+        dtype=dtype,
+    )
+
+
+class Casino:
+    """Sequences of die rolls: `train_obs` (n_train, train_length) long, `test_obs`, their `*_states`."""
+
+    @dataclass
+    class Config:
+        name: str = "casino"
+        n_train: int = 10            # 10 x 1000 = 10,000 training rolls
+        train_length: int = 1000
+        n_test: int = 10
+        test_length: int = 1000
+        p_fair_to_loaded: float = 0.05
+        p_loaded_to_fair: float = 0.1
+        loaded_six: float = 0.5
+
+        def check(self) -> None:
+            positive(self, "n_train", "train_length", "n_test", "test_length")
+            for key in ("p_fair_to_loaded", "p_loaded_to_fair", "loaded_six"):
+                require(0 < getattr(self, key) < 1, key, f"must be in (0, 1) (got {getattr(self, key)})")
+
+    state_names = ("fair", "loaded")
+
+    def __init__(self, cfg: Casino.Config, seed: int = 0):
+        cfg.check()
+        self.cfg, self.seed = cfg, seed
+        self.true_model = casino_hmm(cfg.p_fair_to_loaded, cfg.p_loaded_to_fair, cfg.loaded_six)
+        g = torch.Generator().manual_seed(seed)
+        self.train_states, self.train_obs = self.true_model.sample(cfg.train_length, g, n=cfg.n_train)
+        self.test_states, self.test_obs = self.true_model.sample(cfg.test_length, g, n=cfg.n_test)
+        self.train_lengths = torch.full((cfg.n_train,), cfg.train_length)
+        self.test_lengths = torch.full((cfg.n_test,), cfg.test_length)

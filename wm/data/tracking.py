@@ -1,0 +1,64 @@
+"""env=tracking: a 2-D constant-velocity target seen through noisy, sometimes missing, position fixes.
+
+State x = (px, py, vx, vy); white-noise acceleration of spectral density `q` (the discretised Q of
+Bar-Shalom et al.), position measurements with standard deviation `r`, and each measurement lost with
+probability `p_missing` (a NaN row). Training and held-out sequences with their true states come from
+a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wm.config import positive, require
+from wm.models.kalman import KalmanFilter
+
+
+def constant_velocity_model(dt: float = 1.0, q: float = 0.05, r: float = 1.0, speed: float = 1.0,
+                            dtype=torch.float64) -> KalmanFilter:
+    eye, zero = torch.eye(2), torch.zeros(2, 2)
+    F = torch.cat([torch.cat([eye, dt * eye], 1), torch.cat([zero, eye], 1)], 0)
+    Q = q * torch.cat([torch.cat([dt**3 / 3 * eye, dt**2 / 2 * eye], 1),
+                       torch.cat([dt**2 / 2 * eye, dt * eye], 1)], 0)
+    H = torch.cat([eye, zero], 1)
+    R = r**2 * eye
+    P0 = torch.diag(torch.tensor([r**2, r**2, speed**2, speed**2]))
+    return KalmanFilter(F, H, Q, R, torch.zeros(4), P0, dtype=dtype)
+
+
+class Tracking:
+    """`train_obs` (n_train, T, 2) with NaN rows for missing fixes, `test_obs`, and their `*_states` (…, 4)."""
+
+    @dataclass
+    class Config:
+        name: str = "tracking"
+        dt: float = 1.0
+        q: float = 0.05           # acceleration noise spectral density
+        r: float = 1.0            # measurement noise standard deviation
+        speed: float = 1.0        # prior standard deviation of the initial velocity
+        p_missing: float = 0.1    # probability that a position fix is lost
+        n_train: int = 20
+        train_length: int = 200
+        n_test: int = 20
+        test_length: int = 200
+
+        def check(self) -> None:
+            positive(self, "dt", "q", "r", "speed", "n_train", "train_length", "n_test", "test_length")
+            require(0 <= self.p_missing < 1, "p_missing", f"must be in [0, 1) (got {self.p_missing})")
+
+    def __init__(self, cfg: Tracking.Config, seed: int = 0):
+        cfg.check()
+        self.cfg, self.seed = cfg, seed
+        self.true_model = constant_velocity_model(cfg.dt, cfg.q, cfg.r, cfg.speed)
+        g = torch.Generator().manual_seed(seed)
+        self.train_states, self.train_obs = self._draw(cfg.n_train, cfg.train_length, g)
+        self.test_states, self.test_obs = self._draw(cfg.n_test, cfg.test_length, g)
+        self.train_lengths = torch.full((cfg.n_train,), cfg.train_length)
+        self.test_lengths = torch.full((cfg.n_test,), cfg.test_length)
+
+    def _draw(self, n: int, T: int, g: torch.Generator):
+        states, obs = self.true_model.sample(T, g, n=n)
+        lost = torch.rand(n, T, generator=g, dtype=torch.float64) < self.cfg.p_missing
+        return states, obs.masked_fill(lost[..., None], float("nan"))
