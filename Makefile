@@ -7,9 +7,12 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 ARGS   ?=
 BENCH  ?= all
+SWEEP  ?= sample_efficiency
+RUNS   ?= multirun/$(SWEEP)
+OUT    ?= $(RUNS)/report
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: help install train test bench lint clean
+.PHONY: help install train test bench sweep report lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +34,12 @@ test: install  ## the fast test suite
 
 bench: install  ## run benchmarks (BENCH=dqn for one); results go to bench/results/
 	$(PY) -m bench $(BENCH)
+
+sweep: install  ## run a named sweep from conf/sweep/ (SWEEP=sample_efficiency)
+	$(PY) train.py sweep=$(SWEEP) $(ARGS)
+
+report: install  ## comparison report of a sweep or run dirs (RUNS=multirun/<sweep> OUT=<dir>)
+	$(PY) -m wm.report $(RUNS) --out $(OUT) $(ARGS)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check wm tests bench train.py

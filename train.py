@@ -3,15 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
-import wm.cli
-import wm.run
+from wm.cli import run_cli
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    wm.cli.task_started()
-    return wm.run.main(cfg)
+    from wm.run import main as run  # heavy (torch, gymnasium): only once the command line is valid
+
+    return run(cfg)
 
 
 if __name__ == "__main__":
-    wm.cli.run(main)
+    run_cli(main)

@@ -62,3 +62,11 @@ def test_sigterm_checkpoints_and_marks_interrupted(run_dir):
     resumed = train(run_dir, *RUN, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed" and summary(run_dir)["steps"] == 2000
+
+
+def test_resume_with_other_settings_is_refused(run_dir):
+    assert train(run_dir, *TINY).returncode == 0
+    before = (run_dir / "metrics.jsonl").read_text()
+    proc = train(run_dir, *TINY, "agent.lr=0.1", "resume=true")
+    assert proc.returncode == 2 and "resume=true with different agent than the run" in proc.stderr
+    assert (run_dir / "metrics.jsonl").read_text() == before  # nothing the run wrote is lost

@@ -1,8 +1,9 @@
 """Hydra's composition errors (unknown option, unknown key, bad override) as one readable line.
 
-Hydra prints these itself, over several lines, before our task function runs. While composing, stderr
-is held in a buffer; if Hydra exits there, the buffer is condensed into one line and the exit code is 2
-(as for our own ConfigErrors). Once the task starts, the buffer is released and stderr is untouched.
+Hydra prints these itself, over several lines, before a run starts. While composing, stderr is held in a
+buffer; if Hydra exits there, the buffer is condensed into one line and the exit code is 2 (as for our
+own ConfigErrors). Once composition succeeded (the ReleaseStderr callback, also for multirun, whose
+jobs may run in other processes), the buffer is released and stderr is untouched.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import io
 import re
 import sys
-from typing import Callable
+from typing import Any, Callable
+
+from hydra.experimental.callback import Callback
 
 _held: io.StringIO | None = None
 _stderr = sys.stderr
 
 
-def task_started() -> None:
-    """Called first thing in the task function: stop holding stderr back."""
+def release() -> None:
+    """Stop holding stderr back (composition succeeded)."""
     global _held
     if _held is not None:
         sys.stderr = _stderr
@@ -37,7 +40,17 @@ def condense(text: str) -> str:
     return lines[0] if lines else "invalid command line"
 
 
-def run(main: Callable[[], object]) -> None:
+class ReleaseStderr(Callback):
+    """Registered in conf/hydra/default.yaml: runs in the launching process once the config composed."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        release()
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        release()
+
+
+def run_cli(main: Callable[[], object]) -> None:
     global _held
     _held = io.StringIO()
     sys.stderr = _held
@@ -51,4 +64,4 @@ def run(main: Callable[[], object]) -> None:
             raise SystemExit(2) from None
         raise
     finally:
-        task_started()
+        release()

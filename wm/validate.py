@@ -137,14 +137,35 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} takes {'/'.join(agent_cls.action_kinds)} "
                               f"actions but {env.id} has {kind} actions; agents for it: "
                               f"{', '.join(agents_for(kind)) or 'none yet'}")
+        for cls in (model_cls, agent_cls):  # a part may refuse the spaces (e.g. a tabular agent on vectors)
+            problem = cls.check_spaces(*spaces) if hasattr(cls, "check_spaces") else None
+            if problem:
+                raise ConfigError(f"{names}: {problem}")
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")
+    elif loop == "supervised" and isinstance(env, EnvConfig):
+        datasets = [n for n in options("env")
+                    if OmegaConf.load(CONF_DIR / "env" / f"{n}.yaml").get("_target_") != "wm.envs.factory.EnvConfig"]
+        raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns from a dataset, not an environment; "
+                          f"valid env: {', '.join(datasets)}")
 
-    if run.resume and not checkpoint.exists(run_dir):
+    if run.resume:
+        _check_resume(cfg, run_dir)
+    return Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces)
+
+
+def _check_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """A run continues only with the settings that shaped it (budgets and logging may change)."""
+    if not checkpoint.exists(run_dir):
         raise ConfigError(f"resume=true but {run_dir / checkpoint.LATEST} does not exist; "
                           f"pass hydra.run.dir=<an earlier run dir> with the same overrides")
-    return Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces)
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed = [k for k in ("seed", "env", "model", "agent", "replay") if k in saved and saved[k] != now.get(k)]
+    if changed:
+        raise ConfigError(f"resume=true with different {', '.join(changed)} than the run in {run_dir} was started "
+                          f"with; use the same overrides (see {run_dir / 'config.yaml'})")
 
 
 def _spaces(env_cfg: EnvConfig) -> tuple[gym.Space, gym.Space]:

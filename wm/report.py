@@ -1,0 +1,219 @@
+"""Compare runs: ``python -m wm.report <multirun dir or run dirs ...> --out <dir>``.
+
+Finds every run dir (one with metrics.jsonl) under the given paths, groups runs by what was varied
+(their Hydra overrides minus the seed), aggregates over seeds (IQM and mean with 95% bootstrap
+confidence intervals), and writes report.md with PNG plots: return vs env steps with confidence bands,
+final performance, and the table of steps to a threshold and wall time. Runs that failed, were
+interrupted or are still running are listed as such and left out of the aggregates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats
+
+IGNORED_OVERRIDES = ("seed=", "hydra.", "resume=", "progress=", "device", "logger", "sweep=")
+
+
+@dataclass
+class Run:
+    path: Path
+    label: str
+    seed: int
+    status: str
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def curve(self, metric: str) -> np.ndarray:
+        return np.array([[r["step"], r[metric]] for r in self.rows if r.get(metric) is not None]).reshape(-1, 2)
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    dirs = sorted({m.parent for p in paths for m in ([p / "metrics.jsonl"] if (p / "metrics.jsonl").exists()
+                                                     else p.rglob("metrics.jsonl"))})
+    return [load_run(d) for d in dirs]
+
+
+def load_run(path: Path) -> Run:
+    rows = []
+    for line in (path / "metrics.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a run killed mid-write: the last line may be partial
+            break
+    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
+    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else {}
+    return Run(path, label_of(path, config), int(config.get("seed", -1)), summary.get("status", "unknown"),
+               rows, summary)
+
+
+def label_of(path: Path, config: dict) -> str:
+    """What distinguishes this run from its siblings: its overrides without seed/hydra/logging keys."""
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    kept = [o for o in overrides or [] if not o.lstrip("+~").startswith(IGNORED_OVERRIDES)]
+    if kept:
+        return " ".join(kept)
+    names = [str((config.get(g) or {}).get("name", "?")) for g in ("env", "model", "agent")]
+    return "/".join(names)
+
+
+def iqm(x: np.ndarray) -> float:
+    return float(stats.trim_mean(x, 0.25))
+
+
+def ci(x: np.ndarray, statistic, seed: int = 0) -> tuple[float, float]:
+    if len(x) < 2:
+        return (float(x[0]), float(x[0])) if len(x) else (float("nan"), float("nan"))
+    res = stats.bootstrap((x,), lambda a, axis=-1: np.apply_along_axis(statistic, axis, a), n_resamples=2000,
+                          confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def first_at(curve: np.ndarray, threshold: float) -> float | None:
+    hit = np.flatnonzero(curve[:, 1] >= threshold) if len(curve) else []
+    return float(curve[hit[0], 0]) if len(hit) else None
+
+
+def aggregate(runs: list[Run], metric: str, threshold: float | None) -> list[dict]:
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.label].append(run)
+    table = []
+    for label, members in groups.items():
+        done = [r for r in members if r.status == "completed" and r.summary.get(metric) is not None]
+        finals = np.array([r.summary[metric] for r in done], float)
+        row = {"label": label, "runs": len(members), "completed": len(done),
+               "not_completed": {r.path.name: r.status for r in members if r not in done}}
+        if len(finals):
+            row |= {"iqm": iqm(finals), "iqm_ci": ci(finals, iqm), "mean": float(finals.mean()),
+                    "mean_ci": ci(finals, np.mean), "wall_median": float(np.median(
+                        [r.summary.get("wall_seconds", np.nan) for r in done])),
+                    "steps_median": float(np.median([r.summary.get("steps", np.nan) for r in done]))}
+            if threshold is not None:
+                hits = [first_at(r.curve(metric), threshold) for r in done]
+                reached = [h for h in hits if h is not None]
+                row |= {"reached": len(reached), "steps_to_threshold_median":
+                        float(np.median(reached)) if reached else None}
+        table.append(row)
+    return sorted(table, key=lambda r: r["label"])
+
+
+def plot_curves(runs: list[Run], metric: str, out: Path, threshold: float | None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    groups: dict[str, list[np.ndarray]] = defaultdict(list)
+    for run in runs:
+        c = run.curve(metric)
+        if len(c):
+            groups[run.label].append(c)
+    for i, (label, curves) in enumerate(sorted(groups.items())):
+        grid = np.unique(np.concatenate([c[:, 0] for c in curves]))
+        ys = np.stack([np.interp(grid, c[:, 0], c[:, 1], right=np.nan) for c in curves])
+        mean = np.nanmean(ys, axis=0)
+        ax.plot(grid, mean, color=f"C{i}", label=f"{label} (n={len(curves)})")
+        if len(curves) > 1:
+            low, high = np.nanpercentile(ys, 2.5, axis=0), np.nanpercentile(ys, 97.5, axis=0)
+            ax.fill_between(grid, low, high, color=f"C{i}", alpha=0.2)
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", ls="--", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_final(table: list[dict], metric: str, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table if "iqm" in r]
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.5 * max(len(rows), 1)))
+    for i, r in enumerate(rows):
+        low, high = r["iqm_ci"]
+        ax.errorbar(r["iqm"], i, xerr=[[r["iqm"] - low], [high - r["iqm"]]], fmt="o", color=f"C{i}", capsize=4)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
+    ax.set_xlabel(f"final {metric}: IQM over seeds, 95% bootstrap CI")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "final.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fmt(x: float | None, ndigits: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:,.{ndigits}f}"
+
+
+def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float | None, sources: list[Path]) -> str:
+    lines = ["# Comparison report", "", f"Runs from: {', '.join(str(s) for s in sources)}  ",
+             f"Metric: `{metric}` (final value per run, aggregated over seeds).", "",
+             "![curves](curves.png)", "", "![final](final.png)", ""]
+    head = ["group", "runs (completed)", "IQM [95% CI]", "mean [95% CI]", "median wall s", "median steps"]
+    if threshold is not None:
+        head += [f"reached {threshold:g}", "median steps to it"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        cells = [f"`{r['label']}`", f"{r['runs']} ({r['completed']})"]
+        if "iqm" in r:
+            cells += [f"{fmt(r['iqm'])} [{fmt(r['iqm_ci'][0])}, {fmt(r['iqm_ci'][1])}]",
+                      f"{fmt(r['mean'])} [{fmt(r['mean_ci'][0])}, {fmt(r['mean_ci'][1])}]",
+                      fmt(r["wall_median"]), fmt(r["steps_median"], 0)]
+            if threshold is not None:
+                cells += [f"{r['reached']}/{r['completed']}", fmt(r["steps_to_threshold_median"], 0)]
+        else:
+            cells += ["-"] * (len(head) - 2)
+        lines.append("| " + " | ".join(cells) + " |")
+    unfinished = [(r.label, r.path, r.status) for r in runs if r.status != "completed"]
+    lines += ["", "## Runs not in the aggregates", ""]
+    lines += [f"- `{label}` {path}: **{status}**" for label, path, status in unfinished] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m wm.report", description=__doc__.splitlines()[0])
+    p.add_argument("paths", nargs="+", type=Path, help="multirun dirs or run dirs")
+    p.add_argument("--out", type=Path, required=True, help="where report.md and the PNGs go")
+    p.add_argument("--metric", default="eval/return_mean")
+    p.add_argument("--threshold", type=float, default=None, help="report env steps to reach this value")
+    args = p.parse_args(argv)
+    missing = [str(x) for x in args.paths if not x.exists()]
+    if missing:
+        print(f"error: no such path: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    runs = find_runs(args.paths)
+    if not runs:
+        print(f"error: no run dirs (with metrics.jsonl) under {', '.join(map(str, args.paths))}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = aggregate(runs, args.metric, args.threshold)
+    plot_curves(runs, args.metric, args.out, args.threshold)
+    plot_final(table, args.metric, args.out)
+    (args.out / "report.md").write_text(markdown(table, runs, args.metric, args.threshold, args.paths))
+    (args.out / "report.json").write_text(json.dumps(table, indent=2, default=str) + "\n")
+    print(f"wrote {args.out / 'report.md'} ({len(runs)} runs in {len(table)} groups)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
