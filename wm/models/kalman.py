@@ -378,6 +378,13 @@ class KalmanWorldModel(WorldModel):
     loop = "supervised"
     datasets = ("tracking",)  # the env options this model can be trained on (for validation)
 
+    @classmethod
+    def check_dataset(cls, env_cls: type) -> str | None:
+        """None if the dataset class fits this model, else a one-line reason (for wm.validate)."""
+        if env_cls.__module__ + "." + env_cls.__qualname__ == "wm.data.tracking.Tracking":
+            return None
+        return f"model={cls.Config.name} needs a dataset with a true model; valid env: {', '.join(cls.datasets)}"
+
     @dataclass
     class Config:
         name: str = "kalman"
