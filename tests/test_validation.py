@@ -24,6 +24,8 @@ CASES = [
     (["resume=true"], "resume=true but"),
     (["env.id=Pendulum-v1"], "agent=dqn takes discrete actions but Pendulum-v1 has continuous actions"),
     (["seed=1,2"], "a sweep needs --multirun"),
+    (["model=hmm", "env=tracking", "agent=none"], "env=tracking model=hmm agent=none: model=hmm needs"),
+    (["model=hmm", "env=casino"], "takes no agent; use agent=none"),
 ]
 if not torch.cuda.is_available():
     CASES.append((["device=cuda"], "device=cuda is not available on this machine; valid here: auto, cpu"))

@@ -149,6 +149,10 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
                     if OmegaConf.load(CONF_DIR / "env" / f"{n}.yaml").get("_target_") != "wm.envs.factory.EnvConfig"]
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns from a dataset, not an environment; "
                           f"valid env: {', '.join(datasets)}")
+    if loop == "supervised":  # a model may refuse a dataset (e.g. an HMM on continuous tracking data)
+        problem = model_cls.check_dataset(env_cls) if hasattr(model_cls, "check_dataset") else None
+        if problem:
+            raise ConfigError(f"{names}: {problem}")
 
     if run.resume:
         _check_resume(cfg, run_dir)
