@@ -62,19 +62,25 @@ def first_step_at(points: list[list[float]], threshold: float) -> int | None:
 
 
 def train_seed(name: str, overrides: list[str], seed: int, threshold: float | None,
-               metric: str = "eval/return_mean") -> dict[str, Any]:
-    """Run one seed through train.py (holding the bench lock) and return its per-seed record."""
+               metric: str = "eval/return_mean", reuse: bool = False) -> dict[str, Any]:
+    """Run one seed through train.py (holding the bench lock unless WM_BENCH_LOCK=0) and return its
+    per-seed record. ``reuse``: take a completed run dir of the same command instead of running again."""
     run_dir = RUNS / name / f"seed{seed}"
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        load = os.getloadavg()[0]
-        t0 = time.time()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        wall = time.time() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
+    done = reuse and (run_dir / "summary.json").exists() and read_run(run_dir)["summary"]["status"] == "completed"
+    if done:
+        load, wall = None, read_run(run_dir)["summary"]["wall_seconds"]
+    else:
+        with open(LOCK, "w") as lock:
+            if os.environ.get("WM_BENCH_LOCK", "1") != "0":
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            load = round(os.getloadavg()[0], 2)
+            t0 = time.time()
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            wall = time.time() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
     run = read_run(run_dir)
     points = curve(run["rows"], metric)
     steps = run["summary"]["steps"]
@@ -83,7 +89,7 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
         "steps_to_threshold": first_step_at(points, threshold) if threshold is not None else None,
         "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"],
         "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 1),
-        "loadavg_1min_at_start": round(load, 2), "curve": points,
+        "loadavg_1min_at_start": load, "reused_run_dir": bool(done), "curve": points,
     }
 
 

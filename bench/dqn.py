@@ -16,9 +16,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=50_000)
+    p.add_argument("--reuse", action="store_true", help="keep completed seed run dirs from an earlier run")
     args = p.parse_args()
     overrides = ["experiment=dqn_cartpole", f"total_steps={args.steps}"]
-    seeds = [train_seed("dqn_cartpole", overrides, s, THRESHOLD) for s in args.seeds]
+    seeds = [train_seed("dqn_cartpole", overrides, s, THRESHOLD, reuse=args.reuse) for s in args.seeds]
     reached = [r["steps_to_threshold"] for r in seeds]
     write_results("dqn_cartpole", {
         "command": "python -m bench.dqn", "overrides": overrides,

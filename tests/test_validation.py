@@ -8,7 +8,7 @@ import torch
 from tests.conftest import train
 
 CASES = [
-    (["env=nope"], "unknown env option 'nope'; valid: cartpole"),
+    (["env=nope"], "unknown env option 'nope'; valid: "),
     (["agent=nope"], "unknown agent option 'nope'; valid:"),
     (["bogus=1"], "unknown key 'bogus'"),
     (["agent.bogus=1"], "unknown key 'agent.bogus'"),

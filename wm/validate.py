@@ -137,6 +137,10 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} takes {'/'.join(agent_cls.action_kinds)} "
                               f"actions but {env.id} has {kind} actions; agents for it: "
                               f"{', '.join(agents_for(kind)) or 'none yet'}")
+        for cls in (model_cls, agent_cls):  # a part may refuse the spaces (e.g. a tabular agent on vectors)
+            problem = cls.check_spaces(*spaces) if hasattr(cls, "check_spaces") else None
+            if problem:
+                raise ConfigError(f"{names}: {problem}")
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")

@@ -46,6 +46,7 @@ class Replay:
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self._last_step = np.zeros(0, np.int64)  # envs of the latest non-reset add
+        self._last_rows = np.zeros(0, np.int64)  # and the absolute rows it wrote
 
     def __len__(self) -> int:
         return int(np.minimum(self.count, self.size).sum())
@@ -59,6 +60,7 @@ class Replay:
         self.count[env_ids] += 1
         if not np.any(row["is_first"]):
             self._last_step = env_ids
+            self._last_rows = self.count[env_ids] - 1
 
     # ---- sampling -------------------------------------------------------------------------------
     def _draw(self, n: int, span: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +97,8 @@ class Replay:
 
     def last_transitions(self) -> dict[str, torch.Tensor]:
         """The transitions of the latest env step (one per env that took a real step)."""
-        env = self._last_step
-        return self._transitions(env, self.count[env] - 1)
+        # the rows written by that step: a reset row added since (episode end) must not be used
+        return self._transitions(self._last_step, self._last_rows)
 
     def sample_sequences(self, batch_size: int, length: int) -> dict[str, torch.Tensor]:
         env, last = self._draw(batch_size, span=length)
@@ -111,6 +113,7 @@ class Replay:
             "count": self.count.copy(),
             "rng": self.rng.bit_generator.state,
             "last_step": self._last_step.copy(),
+            "last_rows": self._last_rows.copy(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -119,3 +122,4 @@ class Replay:
         self.count[:] = state["count"]
         self.rng.bit_generator.state = state["rng"]
         self._last_step = state["last_step"]
+        self._last_rows = state["last_rows"]
