@@ -227,3 +227,12 @@ def test_train_py_runs_hmm_casino_and_resumes(tmp_path):
     proc = train(run, "experiment=hmm_casino", "total_steps=6", *small, "resume=true")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert summary(run)["steps"] == 6
+
+
+def test_models_name_the_datasets_they_fit():
+    from wm.data.tracking import Tracking
+    from wm.models.kalman import KalmanWorldModel
+
+    assert HMMWorldModel.check_dataset(Casino) is None and KalmanWorldModel.check_dataset(Tracking) is None
+    assert "valid env: casino" in HMMWorldModel.check_dataset(Tracking)
+    assert "valid env: tracking" in KalmanWorldModel.check_dataset(Casino)

@@ -379,6 +379,21 @@ def perturbed(model: _HMM, scale: float, generator: torch.Generator) -> _HMM:
 
 
 # ---- model=hmm: the supervised-loop part --------------------------------------------------------------
+def em_state(model, inner) -> dict[str, torch.Tensor]:
+    """Checkpoint of an EM world model: the parameters plus the EM bookkeeping."""
+    return {k: v.detach().cpu().clone() for k, v in inner.params().items()} | {
+        "last_loglik": torch.tensor(model.last_loglik, dtype=torch.float64),
+        "gain": torch.tensor(model.gain, dtype=torch.float64), "converged": torch.tensor(model.converged)}
+
+
+def load_em_state(model, inner, state) -> None:
+    state = dict(state)
+    model.last_loglik, model.gain = float(state.pop("last_loglik")), float(state.pop("gain"))
+    model.converged = bool(state.pop("converged"))
+    inner.set_params(**{k: None if v is None else v.to(model.device_) for k, v in state.items()})
+
+
+# ---- --------------------------------------------------------------
 class HMMWorldModel(WorldModel):
     """Baum-Welch on the dataset of `env=casino`: one EM iteration per train step.
 
@@ -389,6 +404,13 @@ class HMMWorldModel(WorldModel):
     loop = "supervised"
     datasets = ("casino",)  # the env options this model can be trained on (for validation)
 
+    @classmethod
+    def check_dataset(cls, env_cls: type) -> str | None:
+        """None if the dataset class fits this model, else a one-line reason (for wm.validate)."""
+        if env_cls.__module__ + "." + env_cls.__qualname__ == "wm.data.casino.Casino":
+            return None
+        return f"model={cls.Config.name} needs a dataset with a true model; valid env: {', '.join(cls.datasets)}"
+
     @dataclass
     class Config:
         name: str = "hmm"
@@ -396,10 +418,13 @@ class HMMWorldModel(WorldModel):
         init_seed: int = 0       # added to the run seed for the perturbed start
         min_covar: float = 1e-6  # Gaussian emissions only
         plot_steps: int = 300    # how many steps of the first held-out sequence the plot shows
+        tol: float = 1e-4        # EM has converged once an iteration gains less total log-likelihood;
+                                 # later train steps then do nothing (so a large total_steps is cheap)
 
         def check(self) -> None:
             require(0 <= self.perturb <= 1, "perturb", f"must be in [0, 1] (got {self.perturb})")
             positive(self, "min_covar", allow_zero=True)
+            positive(self, "tol", allow_zero=True)
             positive(self, "plot_steps")
 
     def __init__(self, cfg: HMMWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
@@ -418,15 +443,18 @@ class HMMWorldModel(WorldModel):
         self.test_obs = data.test_obs.to(self.device_)
         self.n_train_steps = int(data.train_lengths.sum())
         self.n_test_steps = int(data.test_lengths.sum())
-        self.last_loglik = float("nan")
+        self.last_loglik, self.gain, self.converged = float("nan"), float("nan"), False
         self.steps_done = 0
 
     def train_step(self, step: int) -> dict[str, float]:
         self.steps_done = step + 1
-        ll = self.hmm.em_step(self.train_obs, self.data.train_lengths)
-        gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
-        self.last_loglik = ll
-        return {"model/loglik": ll / self.n_train_steps, "model/loglik_gain": gain}
+        if not self.converged:
+            ll = self.hmm.em_step(self.train_obs, self.data.train_lengths)
+            self.gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
+            self.converged = self.gain < self.cfg.tol
+            self.last_loglik = ll
+        return {"model/loglik": self.last_loglik / self.n_train_steps, "model/loglik_gain": self.gain,
+                "model/converged": float(self.converged)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -492,10 +520,7 @@ class HMMWorldModel(WorldModel):
         return path_png
 
     def state_dict(self, *args, **kwargs):
-        return {k: v.detach().cpu().clone() for k, v in self.hmm.params().items()} | {
-            "last_loglik": torch.tensor(self.last_loglik, dtype=torch.float64)}
+        return em_state(self, self.hmm)
 
     def load_state_dict(self, state, strict: bool = True):
-        state = dict(state)
-        self.last_loglik = float(state.pop("last_loglik"))
-        self.hmm.set_params(**{k: v.to(self.device_) for k, v in state.items()})
+        load_em_state(self, self.hmm, state)

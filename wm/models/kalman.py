@@ -29,7 +29,7 @@ import torch
 
 from wm.config import positive
 from wm.models.base import WorldModel
-from wm.models.hmm import DTYPE, as_tensor, single_threaded
+from wm.models.hmm import DTYPE, as_tensor, em_state, load_em_state, single_threaded
 
 EM_VARS = ("F", "H", "Q", "R", "x0", "P0")
 
@@ -207,19 +207,20 @@ class KalmanFilter:
         N = 1 if n is None else n
         kw = {"generator": generator, "dtype": self.dtype}
 
-        def gauss(mean, cov):
-            return mean + (torch.randn(mean.shape, **kw).to(self.device)[:, None, :] @ torch.linalg.cholesky(cov).mT)[:, 0]
+        def gauss(mean, chol):
+            return mean + torch.randn(mean.shape, **kw).to(self.device) @ chol.mT
 
+        LP0, LQ, LR = (torch.linalg.cholesky(c) for c in (self.P0, self.Q, self.R))
         if u is not None:
             u = as_tensor(u, self.dtype, self.device)
             u = u[None].expand(N, -1, -1) if u.dim() == 2 else u
-        x = gauss(self.x0.expand(N, -1), self.P0)
+        x = gauss(self.x0.expand(N, -1), LP0)
         xs = [x]
         for t in range(1, T):
-            x = gauss(self._transition(x, None if u is None else u[:, t])[0], self.Q)
+            x = gauss(self._transition(x, None if u is None else u[:, t])[0], LQ)
             xs.append(x)
         xs = torch.stack(xs, 1)
-        ys = gauss(self._observation(xs.reshape(N * T, -1))[0], self.R).view(N, T, -1)
+        ys = gauss(self._observation(xs.reshape(N * T, -1))[0], LR).view(N, T, -1)
         return (xs[0], ys[0]) if n is None else (xs, ys)
 
     def _keep_rows(self, best: torch.Tensor, old: torch.Tensor, fixed_rows) -> torch.Tensor:
@@ -377,6 +378,13 @@ class KalmanWorldModel(WorldModel):
     loop = "supervised"
     datasets = ("tracking",)  # the env options this model can be trained on (for validation)
 
+    @classmethod
+    def check_dataset(cls, env_cls: type) -> str | None:
+        """None if the dataset class fits this model, else a one-line reason (for wm.validate)."""
+        if env_cls.__module__ + "." + env_cls.__qualname__ == "wm.data.tracking.Tracking":
+            return None
+        return f"model={cls.Config.name} needs a dataset with a true model; valid env: {', '.join(cls.datasets)}"
+
     @dataclass
     class Config:
         name: str = "kalman"
@@ -387,9 +395,11 @@ class KalmanWorldModel(WorldModel):
         # the noise levels and the initial state are learned; add "F" to fit the dynamics as well.
         em_vars: list[str] = field(default_factory=lambda: ["Q", "R", "x0", "P0"])
         plot_steps: int = 200
+        tol: float = 1e-4      # EM has converged once an iteration gains less total log-likelihood;
+                               # later train steps then do nothing (so a large total_steps is cheap)
 
         def check(self) -> None:
-            positive(self, "perturb", allow_zero=True)
+            positive(self, "perturb", "tol", allow_zero=True)
             positive(self, "plot_steps")
             bad = sorted(set(self.em_vars) - {*EM_VARS, "B"})
             if bad:
@@ -421,15 +431,18 @@ class KalmanWorldModel(WorldModel):
         self.test_u = getattr(data, "test_u", None)
         self.n_train_obs = int((~torch.isnan(data.train_obs).any(-1)).sum())
         self.n_test_obs = int((~torch.isnan(data.test_obs).any(-1)).sum())
-        self.last_loglik = float("nan")
+        self.last_loglik, self.gain, self.converged = float("nan"), float("nan"), False
         self.steps_done = 0
 
     def train_step(self, step: int) -> dict[str, float]:
         self.steps_done = step + 1
-        ll = self.kf.em_step(self.train_obs, self.train_u, em_vars=tuple(self.cfg.em_vars))
-        gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
-        self.last_loglik = ll
-        return {"model/loglik": ll / self.n_train_obs, "model/loglik_gain": gain}
+        if not self.converged:
+            ll = self.kf.em_step(self.train_obs, self.train_u, em_vars=tuple(self.cfg.em_vars))
+            self.gain = ll - self.last_loglik if math.isfinite(self.last_loglik) else float("nan")
+            self.converged = self.gain < self.cfg.tol
+            self.last_loglik = ll
+        return {"model/loglik": self.last_loglik / self.n_train_obs, "model/loglik_gain": self.gain,
+                "model/converged": float(self.converged)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -464,13 +477,13 @@ class KalmanWorldModel(WorldModel):
         ax[0].plot(mu[:, 0], mu[:, 1], "-", color="C3", lw=1, label="smoothed")
         ax[0].set_title("track (x, y)")
         ax[0].legend(fontsize=8)
-        for i, a in enumerate(ax[1:]):
-            a.plot(t, x[:, i], "k-", lw=1, label="true")
-            a.plot(t, y[:, i], ".", ms=3, color="C0", label="observed (gaps: missing)")
-            a.plot(t, mu[:, i], "-", color="C3", lw=1, label="smoothed")
-            a.fill_between(t, mu[:, i] - 2 * sd[:, i], mu[:, i] + 2 * sd[:, i], color="C3", alpha=0.25,
-                           label="2 sigma")
-            a.set_title(f"position {'xy'[i]} over time")
+        for i, a in enumerate(ax[1:]):  # errors against the truth, so the 2-sigma band is visible
+            a.axhline(0, color="k", lw=1, label="true")
+            a.plot(t, y[:, i] - x[:, i], ".", ms=3, color="C0", label="observed - true (gaps: missing)")
+            a.plot(t, mu[:, i] - x[:, i], "-", color="C3", lw=1, label="smoothed - true")
+            a.fill_between(t, mu[:, i] - x[:, i] - 2 * sd[:, i], mu[:, i] - x[:, i] + 2 * sd[:, i], color="C3",
+                           alpha=0.25, label="smoothed 2-sigma band")
+            a.set_title(f"position {'xy'[i]}: error against the true state")
             a.set_xlabel("t")
         ax[1].legend(fontsize=8)
         fig.tight_layout()
@@ -484,10 +497,7 @@ class KalmanWorldModel(WorldModel):
         return path
 
     def state_dict(self, *args, **kwargs):
-        return {k: v.detach().cpu().clone() for k, v in self.kf.params().items()} | {
-            "last_loglik": torch.tensor(self.last_loglik, dtype=torch.float64)}
+        return em_state(self, self.kf)
 
     def load_state_dict(self, state, strict: bool = True):
-        state = dict(state)
-        self.last_loglik = float(state.pop("last_loglik"))
-        self.kf.set_params(**{k: v.to(self.device_) for k, v in state.items()})
+        load_em_state(self, self.kf, state)
