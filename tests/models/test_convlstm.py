@@ -216,3 +216,12 @@ def test_train_py_rejects_a_missing_test_file(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: env.test_file: Moving MNIST test file not found: /no/such/mnist_test_seq.npy")
     assert not run.exists()
+
+
+def test_check_dataset_names_the_video_datasets():
+    from wm.data.casino import Casino
+    from wm.data.moving_mnist import MovingMNIST
+    from wm.data.pixel_rollouts import PixelRollouts
+
+    assert ConvLSTM.check_dataset(MovingMNIST) is None and ConvLSTM.check_dataset(PixelRollouts) is None
+    assert "valid env: moving_mnist, cartpole_pixels_random" in ConvLSTM.check_dataset(Casino)
