@@ -186,3 +186,42 @@ def test_residual_mode_starts_as_copy_last():
     batch = data.train_batch(0, 2)
     last = batch["frames"][:, data.context - 1 : data.context].float() / 255
     assert torch.equal(m.predict(batch), last.expand(-1, data.horizon, -1, -1, -1))
+
+
+def test_train_py_runs_the_moving_mnist_preset_and_resumes(tmp_path):
+    from tests.conftest import metrics, summary, train
+
+    small = ["env.test_size=4", "model.eval_batch=4", "model.strip_sequences=1", "model.batch_size=2",
+             "model.hidden=[8]", "model.ss_steps=2", "model.lr_decay_steps=3", "eval.every=2", "checkpoint.every=2", "log_every=1",
+             "device=cpu"]
+    run = tmp_path / "run"
+    proc = train(run, "experiment=convlstm_moving_mnist", "total_steps=2", *small)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = summary(run)
+    assert s["status"] == "completed" and s["steps"] == 2
+    for key in ("eval/mse", "eval/mae", "eval/ssim", "eval/mse_copy_last", "eval/mse_blank"):
+        assert isinstance(s[key], float)
+    assert (run / "eval_per_frame.json").is_file() and list((run / "media").glob("prediction_strip_*.png"))
+    proc = train(run, "experiment=convlstm_moving_mnist", "total_steps=3", *small, "resume=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert summary(run)["steps"] == 3 and [r["step"] for r in metrics(run) if "train/loss" in r] == [1, 2, 3]
+
+
+def test_train_py_rejects_a_missing_test_file(tmp_path):
+    from tests.conftest import train
+
+    run = tmp_path / "run"
+    proc = train(run, "experiment=convlstm_moving_mnist", "env.test_file=/no/such/mnist_test_seq.npy")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: env.test_file: Moving MNIST test file not found: /no/such/mnist_test_seq.npy")
+    assert not run.exists()
+
+
+def test_check_dataset_names_the_video_datasets():
+    from wm.data.casino import Casino
+    from wm.data.moving_mnist import MovingMNIST
+    from wm.data.pixel_rollouts import PixelRollouts
+
+    assert ConvLSTM.check_dataset(MovingMNIST) is None and ConvLSTM.check_dataset(PixelRollouts) is None
+    assert "valid env: moving_mnist, cartpole_pixels_random" in ConvLSTM.check_dataset(Casino)

@@ -119,6 +119,15 @@ class ConvLSTM(nn.Module):
     """model=convlstm: video prediction with a ConvLSTM stack, trained by the supervised loop."""
 
     loop = "supervised"
+    datasets = ("moving_mnist", "cartpole_pixels_random")
+
+    @classmethod
+    def check_dataset(cls, env_cls: type) -> str | None:
+        """None if the dataset class yields video batches (train_batch / test_batches), else a one-line reason
+        (for wm.validate)."""
+        if all(hasattr(env_cls, k) for k in ("train_batch", "test_batches")):
+            return None
+        return f"model=convlstm predicts video frames; valid env: {', '.join(cls.datasets)}"
 
     @dataclass
     class Config:
