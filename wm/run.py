@@ -64,12 +64,17 @@ def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
+    except ConfigError as e:  # a user error only found while building a part (e.g. a corrupt data file)
+        print(f"error: {e}", file=sys.stderr)
+        status = "config_error"
     finally:
         logger.summary(status, loop.step if loop else 0)
         logger.close()
     log.info("%s: %s", status, {k: v for k, v in logger.last.items() if k.startswith("eval/")})
     if status == "interrupted":
         sys.exit(130)
+    if status == "config_error":
+        sys.exit(2)
     return logger.last.get("eval/return_mean")
 
 
