@@ -56,7 +56,7 @@ def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
     logger = Logger(run_dir, plan.logger, config, resume=state is not None,
                     start_time=state["elapsed"] if state else 0.0, name=run_dir.name)
     loop = None
-    status = "failed"
+    status, exit_code = "failed", 0
     try:
         logger.summary("running", state["step"] if state else 0)
         loop = build_loop(plan, logger)
@@ -66,15 +66,15 @@ def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
         status = "interrupted"
     except ConfigError as e:  # a user error only found while building a part (e.g. a corrupt data file)
         print(f"error: {e}", file=sys.stderr)
-        status = "config_error"
+        exit_code = 2
     finally:
         logger.summary(status, loop.step if loop else 0)
         logger.close()
     log.info("%s: %s", status, {k: v for k, v in logger.last.items() if k.startswith("eval/")})
     if status == "interrupted":
         sys.exit(130)
-    if status == "config_error":
-        sys.exit(2)
+    if exit_code:
+        sys.exit(exit_code)
     return logger.last.get("eval/return_mean")
 
 
