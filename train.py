@@ -9,9 +9,9 @@ import wm.cli
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     wm.cli.task_started()
-    import wm.run  # heavy (torch, gymnasium): only once the command line is known to be valid
+    from wm.run import main as run  # heavy (torch, gymnasium): only once the command line is known to be valid
 
-    return wm.run.main(cfg)
+    return run(cfg)
 
 
 if __name__ == "__main__":
