@@ -64,3 +64,18 @@ def test_too_few_rows_is_a_clear_error():
     replay = Replay(100, 2, OBS, ACT)
     with pytest.raises(ValueError, match="too few rows"):
         replay.sample_sequences(4, 10)
+
+
+def test_all_transitions_returns_every_transition_once_and_skips_resets():
+    obs_space, act_space = gym.spaces.Box(-10, 10, (1,), np.float32), gym.spaces.Box(-1, 1, (1,), np.float32)
+    r = Replay(8, 2, obs_space, act_space)  # 4 rows per env: wraps around
+    for t in range(7):
+        first = np.array([t in (0, 3), t == 0])
+        r.add(np.arange(2), obs=np.array([[t], [10 + t]], np.float32), action=np.zeros((2, 1), np.float32),
+              reward=np.array([t, 10 + t], np.float32), is_first=first, is_last=np.zeros(2, bool),
+              is_terminal=np.zeros(2, bool))
+    b = r.all_transitions()
+    pairs = sorted(zip(b["obs"][:, 0].tolist(), b["next_obs"][:, 0].tolist()))
+    # env 0 holds rows 3..6 (3 is a reset): 3->4, 4->5, 5->6; env 1 holds 13..16: three transitions
+    assert pairs == [(3, 4), (4, 5), (5, 6), (13, 14), (14, 15), (15, 16)]
+    assert (b["reward"].numpy() == b["next_obs"][:, 0].numpy()).all()

@@ -95,6 +95,17 @@ class Replay:
             "terminal": self._tensor(d["is_terminal"][env, cur]),
         }
 
+    def all_transitions(self) -> dict[str, torch.Tensor]:
+        """Every transition the replay holds (oldest first per env), e.g. to fit a dynamics model."""
+        env, row = [], []
+        for e in range(self.num_envs):
+            held = int(min(self.count[e], self.size))
+            rows = np.arange(self.count[e] - held + 1, self.count[e])  # each with its previous row held
+            rows = rows[~self.data["is_first"][e, rows % self.size]]
+            env.append(np.full(len(rows), e, np.int64))
+            row.append(rows)
+        return self._transitions(np.concatenate(env), np.concatenate(row))
+
     def last_transitions(self) -> dict[str, torch.Tensor]:
         """The transitions of the latest env step (one per env that took a real step)."""
         # the rows written by that step: a reset row added since (episode end) must not be used

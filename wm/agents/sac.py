@@ -1,0 +1,214 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018): twin Q critics with Polyak-averaged targets, a tanh-squashed
+Gaussian policy rescaled to the action Box, and automatic entropy (temperature) tuning.
+
+Reads top to bottom: ``act`` samples (or, for evaluation, takes the mean of) the squashed Gaussian;
+``train_step`` does one critic, actor and temperature update on a batch. With ``model=mbpo`` each batch takes
+``real_ratio`` of its rows from the replay and the rest from the model's buffer of imagined rollouts, and the
+model rolls out with this policy (``policy_actions``). Alone (``model=none``) it is the model-free baseline.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm.agents.base import Agent
+from wm.agents.dqn import mlp
+from wm.config import positive, require
+from wm.loops.schedule import Schedule
+
+
+@dataclass
+class SACConfig:
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005            # target smoothing: target <- (1 - tau) target + tau online, every update
+    init_alpha: float = 1.0
+    autotune: bool = True         # learn alpha so the policy entropy tracks target_entropy
+    target_entropy: Optional[float] = None  # None: -action_dim
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+    actor_every: int = 1          # critic updates per actor (and temperature) update
+    real_ratio: float = 0.05      # with a model buffer: the share of each batch drawn from real data
+    prefill: int = 5000
+    update: Schedule = field(default_factory=lambda: Schedule(every=1, updates=1, start=5000))
+
+    def check(self) -> None:
+        positive(self, "actor_lr", "critic_lr", "alpha_lr", "batch_size", "init_alpha", "actor_every")
+        positive(self, "prefill", allow_zero=True)
+        require(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1] (got {self.gamma})")
+        require(0 < self.tau <= 1, "tau", f"must be in (0, 1] (got {self.tau})")
+        require(0 <= self.real_ratio <= 1, "real_ratio", f"must be in [0, 1] (got {self.real_ratio})")
+        require(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max")
+        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
+
+
+class Actor(nn.Module):
+    """obs -> tanh-squashed Gaussian over [-1, 1]^A."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int], log_std_min: float, log_std_max: float):
+        super().__init__()
+        self.net = mlp([obs_dim, *hidden, 2 * act_dim])
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """A squashed action in [-1, 1] and its log-probability (B,)."""
+        mean, log_std = self.net(obs).chunk(2, -1)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        dist = torch.distributions.Normal(mean, log_std.exp())
+        u = mean if deterministic else dist.rsample()
+        # log|d tanh(u)/du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), numerically stable
+        log_prob = dist.log_prob(u).sum(-1) - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+
+class TwinCritic(nn.Module):
+    """Two Q networks (obs, action in [-1, 1]) -> (2, B), evaluated together in batched matmuls."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int]):
+        super().__init__()
+        sizes = [obs_dim + act_dim, *hidden, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers = [nn.Linear(n_in, n_out) for _ in range(2)]  # PyTorch's default init, per critic
+            self.weights.append(nn.Parameter(torch.stack([m.weight.detach().T for m in layers])))
+            self.biases.append(nn.Parameter(torch.stack([m.bias.detach()[None] for m in layers])))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], -1).expand(2, -1, -1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < len(self.weights) - 1:
+                x = F.relu(x)
+        return x.squeeze(-1)
+
+
+class SAC(Agent):
+    Config = SACConfig
+    action_kinds = ("continuous",)
+
+    def __init__(self, cfg: SACConfig, obs_space: gym.Space, act_space: gym.Space, model=None,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg, self.device = cfg, torch.device(device)
+        object.__setattr__(self, "model", model)  # not a submodule: the model checkpoints itself
+        obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
+        self.act_shape = act_space.shape
+        low = torch.as_tensor(act_space.low, dtype=torch.float32).flatten()
+        high = torch.as_tensor(act_space.high, dtype=torch.float32).flatten()
+        self.register_buffer("act_scale", ((high - low) / 2).to(self.device))
+        self.register_buffer("act_bias", ((high + low) / 2).to(self.device))
+        self.actor = Actor(obs_dim, act_dim, cfg.hidden, cfg.log_std_min, cfg.log_std_max).to(self.device)
+        self.q = TwinCritic(obs_dim, act_dim, cfg.hidden).to(self.device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha), device=self.device),
+                                      requires_grad=cfg.autotune)
+        self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
+        fused = {"fused": True} if self.device.type == "cpu" else {}  # fewer small ops per step
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, **fused)
+        self.critic_optim = torch.optim.Adam(self.q.parameters(), lr=cfg.critic_lr, **fused)
+        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.updates = 0
+        self.last_actor: dict[str, float] = {}
+        if model is not None and hasattr(model, "set_policy"):
+            model.set_policy(self)  # MBPO rolls out with this policy
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    # ---- acting ---------------------------------------------------------------------------------
+    def to_env(self, squashed: torch.Tensor) -> torch.Tensor:
+        return squashed * self.act_scale + self.act_bias
+
+    def from_env(self, action: torch.Tensor) -> torch.Tensor:
+        return ((action.float() - self.act_bias) / self.act_scale).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def policy_actions(self, obs: torch.Tensor, explore: bool = True) -> torch.Tensor:
+        """Env-scaled actions (B, A) for a batch of observations (used by model rollouts)."""
+        return self.to_env(self.actor(obs.float().flatten(1), deterministic=not explore)[0])
+
+    @torch.no_grad()
+    def act(self, obs, state, is_first, explore):
+        action = self.policy_actions(torch.as_tensor(obs, device=self.device), explore)
+        return action.cpu().numpy().reshape((len(obs),) + self.act_shape), state
+
+    # ---- learning -------------------------------------------------------------------------------
+    def batch(self, replay) -> dict[str, torch.Tensor]:
+        """``real_ratio`` of the batch from the replay, the rest from the model buffer (if it has any)."""
+        B = self.cfg.batch_size
+        n_model = 0
+        if self.model is not None and hasattr(self.model, "sample") and len(self.model.buffer) > 0:
+            n_model = B - int(round(self.cfg.real_ratio * B))
+        real = replay.sample_transitions(B - n_model)
+        real = {k: v.float() if k != "terminal" else v for k, v in real.items()}
+        real["obs"], real["next_obs"] = real["obs"].flatten(1), real["next_obs"].flatten(1)
+        real["action"] = real["action"].reshape(len(real["action"]), -1)
+        if n_model == 0:
+            return real
+        imagined = self.model.sample(n_model)
+        return {k: torch.cat([real[k], imagined[k].to(real[k].dtype)]) for k in real}
+
+    def train_step(self, replay, step):
+        return self.update(self.batch(replay))
+
+    def update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        obs, next_obs, action = b["obs"], b["next_obs"], self.from_env(b["action"])
+        reward, not_done = b["reward"].float(), 1.0 - b["terminal"].float()
+        alpha = self.alpha
+        with torch.no_grad():
+            next_action, next_logp = self.actor(next_obs)
+            next_q = self.q_target(next_obs, next_action).min(0).values
+            target = reward + self.cfg.gamma * not_done * (next_q - alpha * next_logp)
+        q1, q2 = self.q(obs, action)
+        q1_loss, q2_loss = F.mse_loss(q1, target), F.mse_loss(q2, target)
+        self.critic_optim.zero_grad(set_to_none=True)
+        (q1_loss + q2_loss).backward()
+        self.critic_optim.step()
+
+        if self.updates % self.cfg.actor_every == 0:
+            new_action, logp = self.actor(obs)
+            q_new = self.q(obs, new_action).min(0).values
+            actor_loss = (alpha * logp - q_new).mean()
+            self.actor_optim.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_optim.step()
+            self.last_actor = {"train/actor_loss": actor_loss.item(), "train/entropy": -logp.mean().item()}
+            if self.cfg.autotune:
+                alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+                self.alpha_optim.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                self.alpha_optim.step()
+                self.last_actor["train/alpha_loss"] = alpha_loss.item()
+        self.updates += 1
+        with torch.no_grad():  # target smoothing
+            torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), self.cfg.tau)
+        return {"train/q1_loss": q1_loss.item(), "train/q2_loss": q2_loss.item(), "train/q_mean": q1.mean().item(),
+                "train/alpha": self.alpha.item(), **self.last_actor}
+
+    # ---- checkpoint -----------------------------------------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        return {"nets": super().state_dict(), "actor_optim": self.actor_optim.state_dict(),
+                "critic_optim": self.critic_optim.state_dict(), "alpha_optim": self.alpha_optim.state_dict(),
+                "updates": self.updates, "env_step": self.env_step, "last_actor": dict(self.last_actor)}
+
+    def load_state_dict(self, state, strict: bool = True):
+        super().load_state_dict(state["nets"], strict=strict)
+        self.actor_optim.load_state_dict(state["actor_optim"])
+        self.critic_optim.load_state_dict(state["critic_optim"])
+        self.alpha_optim.load_state_dict(state["alpha_optim"])
+        self.updates, self.env_step, self.last_actor = state["updates"], state["env_step"], state["last_actor"]

@@ -1,0 +1,349 @@
+"""MBPO's world model: a bootstrapped ensemble of probabilistic MLPs, and the branched rollouts it feeds SAC.
+
+Janner et al. 2019, "When to Trust Your Model: Model-Based Policy Optimization". Reads top to bottom:
+
+- ``ProbabilisticEnsemble``: E MLPs evaluated in one batched matmul; each predicts a Gaussian over
+  (next_obs - obs, reward) with a soft-bounded log-variance (learned per-member max/min bounds).
+- ``MBPO.train_step`` (every ``update.every`` env steps): fit the ensemble on all real transitions
+  (input/output standardisation, per-member bootstrap resamples, a random holdout, early stopping when no
+  member improves its holdout error by ``improvement`` for ``patience`` epochs, each member restored to its
+  best epoch), pick the ``elites`` members with the lowest holdout error, then fill the model buffer with
+  ``rollout_batch_size`` branched rollouts of length k (``rollout`` schedule) from real start states, acting
+  with the current policy (the agent hands itself over with ``set_policy``) and a random elite per sample.
+- Termination comes from ``wm.envs.termination`` (the true function, not learned).
+- ``sample(n)``: model transitions for the agent, shaped like ``Replay.sample_transitions``.
+
+Shapes: obs (B, O), action (B, A) in env units, reward (B,), terminal (B,) bool.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm.config import positive, require
+from wm.envs import termination
+from wm.loops.schedule import Schedule
+from wm.models.base import WorldModel
+
+
+# ---- the network ------------------------------------------------------------------------------------
+class EnsembleLinear(nn.Module):
+    """E independent linear layers: (E, B, in) -> (E, B, out)."""
+
+    def __init__(self, members: int, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(members, 1, n_out))
+        nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(n_in)))  # as in MBPO
+
+    def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        if member is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.addmm(self.bias[member], x, self.weight[member])  # one member on (B, in)
+
+
+class ProbabilisticEnsemble(nn.Module):
+    """Gaussian outputs with log-variance softly bounded to [min_logvar, max_logvar] (both learned)."""
+
+    def __init__(self, members: int, n_in: int, n_out: int, hidden: list[int]):
+        super().__init__()
+        sizes = [n_in, *hidden, 2 * n_out]
+        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.max_logvar = nn.Parameter(torch.full((members, 1, n_out), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((members, 1, n_out), -10.0))
+        self.n_out = n_out
+
+    def forward(self, x: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, member)
+            if i < len(self.layers) - 1:
+                x = F.silu(x)
+        mean, logvar = x.split(self.n_out, dim=-1)
+        hi = self.max_logvar if member is None else self.max_logvar[member]
+        lo = self.min_logvar if member is None else self.min_logvar[member]
+        logvar = hi - F.softplus(hi - logvar)
+        logvar = lo + F.softplus(logvar - lo)
+        return mean, logvar
+
+
+# ---- the model buffer -------------------------------------------------------------------------------
+class ModelBuffer:
+    """A ring buffer of imagined transitions (torch tensors)."""
+
+    KEYS = ("obs", "action", "reward", "next_obs", "terminal")
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
+        self.capacity, self.pos, self.size = capacity, 0, 0
+        self.data = {
+            "obs": torch.zeros(capacity, obs_dim, device=device),
+            "action": torch.zeros(capacity, act_dim, device=device),
+            "reward": torch.zeros(capacity, device=device),
+            "next_obs": torch.zeros(capacity, obs_dim, device=device),
+            "terminal": torch.zeros(capacity, dtype=torch.bool, device=device),
+        }
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, **batch: torch.Tensor) -> None:
+        n = len(batch["obs"])
+        if n >= self.capacity:  # keep the newest
+            batch, n = {k: v[-self.capacity:] for k, v in batch.items()}, self.capacity
+        idx = (self.pos + torch.arange(n, device=batch["obs"].device)) % self.capacity
+        for key in self.KEYS:
+            self.data[key][idx] = batch[key].to(self.data[key].dtype)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(self.size, (n,), device=self.data["obs"].device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pos": self.pos, "size": self.size,
+                "data": {k: v[: self.size].clone() for k, v in self.data.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pos, self.size = state["pos"], state["size"]
+        for k, v in state["data"].items():
+            self.data[k][: len(v)] = v
+
+
+# ---- config -----------------------------------------------------------------------------------------
+@dataclass
+class RolloutSchedule:
+    """Rollout length k grows linearly from min_length at env step ``start`` to max_length at ``end``."""
+
+    start: int = 0
+    end: int = 1
+    min_length: int = 1
+    max_length: int = 1
+
+    def check(self) -> None:
+        positive(self, "min_length", "max_length")
+        positive(self, "start", allow_zero=True)
+        require(self.end > self.start, "end", f"must be > start (got {self.end} <= {self.start})")
+
+    def length(self, step: int) -> int:
+        frac = min(max((step - self.start) / (self.end - self.start), 0.0), 1.0)
+        return int(round(self.min_length + frac * (self.max_length - self.min_length)))
+
+
+@dataclass
+class MBPOConfig:
+    ensemble_size: int = 7
+    elites: int = 5
+    hidden: list[int] = field(default_factory=lambda: [200, 200, 200, 200])
+    lr: float = 1e-3
+    weight_decay: float = 5e-5
+    batch_size: int = 256
+    holdout_ratio: float = 0.2
+    max_holdout: int = 5000
+    patience: int = 5           # epochs without a >= `improvement` relative holdout gain before stopping
+    improvement: float = 0.01
+    max_epochs: int = 0         # cap on epochs per retrain (0: until early stopping)
+    logvar_bound_weight: float = 0.01
+    rollout_batch_size: int = 100_000
+    rollout: RolloutSchedule = field(default_factory=RolloutSchedule)
+    retain: int = 1             # the model buffer holds the rollouts of this many retrains
+    deterministic: bool = False  # rollouts use the predicted mean instead of sampling
+    termination: str = "never"  # a name in wm.envs.termination or a gymnasium id (the env's own function)
+    update: Schedule = field(default_factory=lambda: Schedule(every=250, updates=1, start=250))
+
+    def check(self) -> None:
+        positive(self, "ensemble_size", "elites", "lr", "batch_size", "max_holdout", "patience",
+                 "rollout_batch_size", "retain")
+        positive(self, "weight_decay", "improvement", "max_epochs", "logvar_bound_weight", allow_zero=True)
+        require(self.elites <= self.ensemble_size, "elites",
+                f"must be <= ensemble_size={self.ensemble_size} (got {self.elites})")
+        require(0 < self.holdout_ratio < 1, "holdout_ratio", f"must be in (0, 1) (got {self.holdout_ratio})")
+        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
+        require(termination.resolve_name(self.termination) is not None, "termination",
+                f"no known termination function for {self.termination!r}; valid: "
+                f"{', '.join(termination.FUNCTIONS)} or one of the env ids "
+                f"{', '.join(termination.BY_ENV_ID)}-v5")
+
+
+# ---- the model --------------------------------------------------------------------------------------
+class MBPO(WorldModel):
+    loop = "online"
+    Config = MBPOConfig
+
+    def __init__(self, cfg: MBPOConfig, obs_space: gym.Space, act_space: gym.Space,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        if not (isinstance(obs_space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)):
+            raise ValueError("model=mbpo needs vector (Box) observations and continuous (Box) actions")
+        self.cfg, self.device = cfg, torch.device(device)
+        self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
+        n_in, n_out = self.obs_dim + self.act_dim, self.obs_dim + 1
+        self.net = ProbabilisticEnsemble(cfg.ensemble_size, n_in, n_out, cfg.hidden).to(self.device)
+        self.optim = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for name, dim in (("in_mean", n_in), ("in_std", n_in), ("out_mean", n_out), ("out_std", n_out)):
+            self.register_buffer(name, torch.zeros(dim, device=self.device) if "mean" in name
+                                 else torch.ones(dim, device=self.device))
+        self.elites = list(range(cfg.elites))
+        self.terminal_fn = termination.get(cfg.termination)
+        capacity = cfg.rollout_batch_size * max(cfg.rollout.min_length, cfg.rollout.max_length) * cfg.retain
+        self.buffer = ModelBuffer(capacity, self.obs_dim, self.act_dim, self.device)
+        self.act_low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device).flatten()
+        self.act_high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device).flatten()
+        self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG
+        self.retrains = 0
+        self.__dict__["policy"] = None  # not a submodule: the agent holds the model, not the other way round
+
+    def set_policy(self, policy) -> None:
+        """``policy.policy_actions(obs: Tensor (B, O)) -> Tensor (B, A)`` acts in rollouts (else uniform)."""
+        self.__dict__["policy"] = policy
+
+    # ---- prediction -----------------------------------------------------------------------------
+    def _inputs(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return (torch.cat([obs, action], -1) - self.in_mean) / self.in_std
+
+    @torch.no_grad()
+    def predict(self, obs: torch.Tensor, action: torch.Tensor, member: torch.Tensor | None = None,
+                deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next obs and reward, each sample drawn from its ``member`` (a random elite by default)."""
+        x = self._inputs(obs.float(), action.float())
+        if member is None:
+            elites = torch.as_tensor(self.elites, device=self.device)
+            member = elites[torch.randint(len(elites), (len(x),), device=self.device)]
+        out = torch.empty(len(x), self.net.n_out, device=self.device)
+        for m in member.unique().tolist():  # only the chosen member runs on each sample
+            rows = member == m
+            mean, logvar = self.net(x[rows], member=m)
+            if not deterministic:
+                mean = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+            out[rows] = mean
+        out = out * self.out_std + self.out_mean
+        return obs + out[:, :-1], out[:, -1]
+
+    # ---- training -------------------------------------------------------------------------------
+    def train_step(self, replay, step: int) -> dict[str, float]:
+        data = replay.all_transitions()
+        metrics = self.fit(data)
+        metrics.update(self.rollout(data["obs"].float(), step))
+        return metrics
+
+    def fit(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Train the ensemble on ``data`` (all real transitions) until the holdout error stops improving."""
+        cfg, E = self.cfg, self.cfg.ensemble_size
+        t0 = time.perf_counter()
+        obs, action = data["obs"].float(), data["action"].float().reshape(len(data["obs"]), -1)
+        x = torch.cat([obs, action], -1)
+        y = torch.cat([data["next_obs"].float() - obs, data["reward"].float()[:, None]], -1)
+        n = len(x)
+        perm = torch.as_tensor(self.rng.permutation(n), device=self.device)
+        n_hold = min(int(n * cfg.holdout_ratio), cfg.max_holdout) if n >= 2 else 0
+        hold, train = perm[:n_hold], perm[n_hold:]
+        self.in_mean, self.in_std = x[train].mean(0), x[train].std(0).nan_to_num(1.0).clamp_min(1e-6)
+        self.out_mean, self.out_std = y[train].mean(0), y[train].std(0).nan_to_num(1.0).clamp_min(1e-6)
+        xn, yn = (x - self.in_mean) / self.in_std, (y - self.out_mean) / self.out_std
+        x_train, y_train = xn[train], yn[train]
+        x_hold, y_hold = (xn[hold], yn[hold]) if n_hold else (x_train, y_train)
+        n_train = len(train)
+        boot = torch.as_tensor(self.rng.integers(n_train, size=(E, n_train)), device=self.device)
+
+        best = self._holdout_mse(x_hold, y_hold)
+        snapshot = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        epochs, since_improved, losses = 0, 0, []
+        while True:
+            order = torch.as_tensor(self.rng.random((E, n_train)).argsort(1), device=self.device)
+            idx = boot.gather(1, order)
+            for k in range(0, n_train, cfg.batch_size):
+                b = idx[:, k: k + cfg.batch_size]
+                mean, logvar = self.net(x_train[b])
+                nll = ((mean - y_train[b]) ** 2 * (-logvar).exp() + logvar).mean((1, 2)).sum()
+                bounds = cfg.logvar_bound_weight * (self.net.max_logvar.sum() - self.net.min_logvar.sum())
+                loss = nll + bounds
+                self.optim.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optim.step()
+                losses.append(nll.item() / E)
+            epochs += 1
+            mse = self._holdout_mse(x_hold, y_hold)
+            better = (best - mse) / best.clamp_min(1e-12) > cfg.improvement
+            if better.any():
+                state = self.net.state_dict()
+                for key, value in state.items():
+                    snapshot[key][better] = value[better].detach()
+                best = torch.where(better, mse, best)
+                since_improved = 0
+            else:
+                since_improved += 1
+            if since_improved >= cfg.patience or (cfg.max_epochs and epochs >= cfg.max_epochs):
+                break
+        self.net.load_state_dict(snapshot)  # every member at its best holdout epoch
+        self.elites = best.argsort()[: cfg.elites].tolist()
+        self.retrains += 1
+        m = {f"model/holdout_mse/{i}": best[i].item() for i in range(E)}
+        m.update({f"model/elite/{i}": float(i in self.elites) for i in range(E)})
+        m.update({
+            "model/holdout_mse_elites": best[self.elites].mean().item(),  # normalised targets
+            "model/holdout_mse_raw": self._holdout_mse(x_hold, y_hold, raw=True)[self.elites].mean().item(),
+            "model/train_nll": float(np.mean(losses[-max(1, n_train // cfg.batch_size):])),
+            "model/train_epochs": float(epochs), "model/train_seconds": time.perf_counter() - t0,
+            "model/real_size": float(n), "model/holdout_size": float(n_hold),
+        })
+        return m
+
+    @torch.no_grad()
+    def _holdout_mse(self, x: torch.Tensor, y: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """Per-member mean squared error of the predicted mean (in normalised units unless ``raw``)."""
+        mean, _ = self.net(x.expand(self.cfg.ensemble_size, -1, -1))
+        err = (mean - y) * self.out_std if raw else mean - y
+        return (err ** 2).mean((1, 2))
+
+    # ---- branched rollouts ----------------------------------------------------------------------
+    def policy_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.policy is None:
+            u = torch.rand(len(obs), self.act_dim, device=self.device)
+            return self.act_low + u * (self.act_high - self.act_low)
+        return self.policy.policy_actions(obs)
+
+    @torch.no_grad()
+    def rollout(self, starts: torch.Tensor, step: int) -> dict[str, float]:
+        """k-step rollouts from ``rollout_batch_size`` real states (drawn with replacement) into the buffer."""
+        t0 = time.perf_counter()
+        k = self.cfg.rollout.length(step)
+        pick = torch.as_tensor(self.rng.integers(len(starts), size=self.cfg.rollout_batch_size),
+                               device=self.device)
+        obs, made = starts[pick], 0
+        for _ in range(k):
+            action = self.policy_actions(obs)
+            next_obs, reward = self.predict(obs, action, deterministic=self.cfg.deterministic)
+            done = self.terminal_fn(obs, action, next_obs)
+            self.buffer.add(obs=obs, action=action, reward=reward, next_obs=next_obs, terminal=done)
+            made += len(obs)
+            obs = next_obs[~done]
+            if len(obs) == 0:
+                break
+        seconds = time.perf_counter() - t0
+        return {"model/rollout_length": float(k), "model/rollout_transitions": float(made),
+                "model/rollout_transitions_per_s": made / max(seconds, 1e-9),
+                "model/buffer_size": float(len(self.buffer))}
+
+    def sample(self, n: int) -> dict[str, torch.Tensor]:
+        return self.buffer.sample(n)
+
+    # ---- checkpoint -----------------------------------------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        return {"nets": super().state_dict(), "optim": self.optim.state_dict(), "elites": list(self.elites),
+                "buffer": self.buffer.state_dict(), "rng": self.rng.bit_generator.state,
+                "retrains": self.retrains}
+
+    def load_state_dict(self, state, strict: bool = True):
+        super().load_state_dict(state["nets"], strict=strict)
+        self.optim.load_state_dict(state["optim"])
+        self.elites, self.retrains = list(state["elites"]), state["retrains"]
+        self.buffer.load_state_dict(state["buffer"])
+        self.rng.bit_generator.state = state["rng"]
