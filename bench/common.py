@@ -70,15 +70,15 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
            "progress=false"]
     done = reuse and (run_dir / "summary.json").exists() and read_run(run_dir)["summary"]["status"] == "completed"
     if done:
-        load, wall = None, read_run(run_dir)["summary"]["wall_seconds"]
+        load, wall, cpu = None, read_run(run_dir)["summary"]["wall_seconds"], None
     else:
         with open(LOCK, "w") as lock:
             if os.environ.get("WM_BENCH_LOCK", "1") != "0":
                 fcntl.flock(lock, fcntl.LOCK_EX)
             load = round(os.getloadavg()[0], 2)
-            t0 = time.time()
+            t0, cpu0 = time.time(), _child_cpu()
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            wall = time.time() - t0
+            wall, cpu = time.time() - t0, _child_cpu() - cpu0
         if proc.returncode != 0:
             raise RuntimeError(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
     run = read_run(run_dir)
@@ -88,9 +88,17 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
         "seed": seed, "final": run["summary"].get(metric), "best": max((v for _, v in points), default=None),
         "steps_to_threshold": first_step_at(points, threshold) if threshold is not None else None,
         "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"],
+        "cpu_seconds": None if cpu is None else round(cpu, 2),  # user+sys of the run: robust to other load
         "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 1),
         "loadavg_1min_at_start": load, "reused_run_dir": bool(done), "curve": points,
     }
+
+
+def _child_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def spread(values: list[float | None]) -> dict[str, Any]:

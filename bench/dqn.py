@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bench.common import plot_curves, spread, train_seed, write_results
 
@@ -16,13 +17,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=50_000)
+    p.add_argument("--name", default="dqn_cartpole", help="results file name (e.g. a timing-only rerun)")
     p.add_argument("--reuse", action="store_true", help="keep completed seed run dirs from an earlier run")
     args = p.parse_args()
     overrides = ["experiment=dqn_cartpole", f"total_steps={args.steps}"]
-    seeds = [train_seed("dqn_cartpole", overrides, s, THRESHOLD, reuse=args.reuse) for s in args.seeds]
+    seeds = [train_seed(args.name, overrides, s, THRESHOLD, reuse=args.reuse) for s in args.seeds]
     reached = [r["steps_to_threshold"] for r in seeds]
-    write_results("dqn_cartpole", {
-        "command": "python -m bench.dqn", "overrides": overrides,
+    write_results(args.name, {
+        "command": "python -m bench.dqn " + " ".join(sys.argv[1:]), "overrides": overrides,
         "budget": {"env_steps": args.steps, "eval_every": 2500, "eval_episodes": 20},
         "threshold": THRESHOLD, "seeds": seeds,
         "summary": {
@@ -32,7 +34,7 @@ def main() -> None:
             "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds]),
         },
     })
-    plot_curves("dqn_cartpole", {"DQN": seeds}, THRESHOLD)
+    plot_curves(args.name, {"DQN": seeds}, THRESHOLD)
 
 
 if __name__ == "__main__":
