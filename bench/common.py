@@ -1,0 +1,128 @@
+"""Shared benchmark plumbing: run train.py for several seeds, read the run dirs, write results + plots.
+
+A benchmark trains through the same ``train.py`` path users take, one seed at a time (never two timed
+runs at once: they hold /tmp/wm-bench.lock), and writes bench/results/<name>.json and <name>.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+RUNS = ROOT / "outputs" / "bench"
+LOCK = Path("/tmp/wm-bench.lock")
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads_default": torch.get_num_threads(), "python": platform.python_version(),
+            "loadavg_at_start": list(os.getloadavg())}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"rows": rows, "summary": summary}
+
+
+def curve(rows: list[dict], key: str = "eval/return_mean") -> list[list[float]]:
+    return [[r["step"], r[key]] for r in rows if key in r]
+
+
+def first_step_at(points: list[list[float]], threshold: float) -> int | None:
+    return next((int(s) for s, v in points if v >= threshold), None)
+
+
+def train_seed(name: str, overrides: list[str], seed: int, threshold: float | None,
+               metric: str = "eval/return_mean") -> dict[str, Any]:
+    """Run one seed through train.py (holding the bench lock) and return its per-seed record."""
+    run_dir = RUNS / name / f"seed{seed}"
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
+           "progress=false"]
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        load = os.getloadavg()[0]
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
+    run = read_run(run_dir)
+    points = curve(run["rows"], metric)
+    steps = run["summary"]["steps"]
+    return {
+        "seed": seed, "final": run["summary"].get(metric), "best": max((v for _, v in points), default=None),
+        "steps_to_threshold": first_step_at(points, threshold) if threshold is not None else None,
+        "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"],
+        "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 1),
+        "loadavg_1min_at_start": round(load, 2), "curve": points,
+    }
+
+
+def spread(values: list[float | None]) -> dict[str, Any]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"name": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "git_commit": git_commit(),
+            "machine": machine(), **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def plot_curves(name: str, groups: dict[str, list[dict]], threshold: float | None = None,
+                ylabel: str = "eval return (mean of episodes)") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (label, seeds) in enumerate(groups.items()):
+        for j, rec in enumerate(seeds):
+            xs, ys = zip(*rec["curve"]) if rec["curve"] else ((), ())
+            ax.plot(xs, ys, color=f"C{i}", alpha=0.8, lw=1.2, label=label if j == 0 else None)
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", ls="--", lw=1)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,40 @@
+"""Invalid input: exit code 2, one readable 'error:' line naming the problem, no run dir content."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import train
+
+CASES = [
+    (["env=nope"], "unknown env option 'nope'; valid: cartpole"),
+    (["agent=nope"], "unknown agent option 'nope'; valid:"),
+    (["bogus=1"], "unknown key 'bogus'"),
+    (["agent.bogus=1"], "unknown key 'agent.bogus'"),
+    (["seed=abc"], "seed: Value 'abc'"),
+    (["agent.lr=fast"], "agent.lr: Value 'fast'"),
+    (["total_steps=-5"], "total_steps: must be > 0 (got -5)"),
+    (["total_steps=0"], "total_steps: must be > 0 (got 0)"),
+    (["eval.episodes=0"], "eval.episodes: must be > 0"),
+    (["agent.update.every=0"], "agent.update.every: must be > 0"),
+    (["env.num_envs=0"], "env.num_envs: must be > 0"),
+    (["device=cpu", "device.threads=-1"], "device.threads: must be >= 0"),
+    (["env.id=NoSuchEnv-v0"], "env.id='NoSuchEnv-v0'"),
+    (["resume=true"], "resume=true but"),
+    (["env.id=Pendulum-v1"], "agent=dqn takes discrete actions but Pendulum-v1 has continuous actions"),
+    (["seed=1,2"], "a sweep needs --multirun"),
+]
+if not torch.cuda.is_available():
+    CASES.append((["device=cuda"], "device=cuda is not available on this machine; valid here: auto, cpu"))
+
+
+@pytest.mark.parametrize("overrides,message", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_invalid_input_is_one_line_and_writes_nothing(overrides, message, run_dir):
+    proc = train(run_dir, *overrides, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not run_dir.exists()

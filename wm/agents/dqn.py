@@ -1,0 +1,137 @@
+"""DQN, the model-free baseline: double-DQN targets, Huber loss, a hard-updated target network, a linear
+epsilon schedule and gradient clipping.
+
+Reads top to bottom: ``act`` picks epsilon-greedy actions, ``train_step`` does one gradient step on a
+replay batch. With ``model=dyna`` the batch mixes in transitions imagined by the learned model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm.agents.base import Agent
+from wm.config import positive, require
+from wm.loops.schedule import Schedule
+
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ObsEncoder(nn.Module):
+    """Flat float features from vector observations, or one-hot from Discrete ones (grid worlds)."""
+
+    def __init__(self, space: gym.Space):
+        super().__init__()
+        self.n = space.n if isinstance(space, gym.spaces.Discrete) else None
+        self.dim = self.n if self.n is not None else int(np.prod(space.shape))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.n is not None:
+            return F.one_hot(obs.long(), self.n).float()
+        return obs.float().flatten(1)
+
+
+@dataclass
+class DQNConfig:
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    lr: float = 2.3e-3
+    batch_size: int = 64
+    gamma: float = 0.99
+    target_update: int = 128  # gradient steps between hard target-network copies
+    max_grad_norm: float = 10.0
+    eps_start: float = 1.0
+    eps_end: float = 0.04
+    eps_decay_steps: int = 8000  # env steps over which epsilon falls linearly
+    double: bool = True
+    prefill: int = 1000
+    update: Schedule = field(default_factory=lambda: Schedule(every=256, updates=128, start=1000))
+
+    def check(self) -> None:
+        positive(self, "lr", "batch_size", "target_update", "max_grad_norm", "eps_decay_steps")
+        positive(self, "prefill", allow_zero=True)
+        require(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1] (got {self.gamma})")
+        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
+
+
+class DQN(Agent):
+    Config = DQNConfig
+    action_kinds = ("discrete",)
+
+    def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.Space, model=None,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg, self.model, self.device = cfg, model, torch.device(device)
+        self.n_actions = int(act_space.n)
+        self.encoder = ObsEncoder(obs_space)
+        self.q = mlp([self.encoder.dim, *cfg.hidden, self.n_actions]).to(self.device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optim = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG
+        self.updates = 0
+
+    def epsilon(self) -> float:
+        frac = min(1.0, self.env_step / self.cfg.eps_decay_steps)
+        return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
+
+    def q_values(self, obs: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        return (net or self.q)(self.encoder(obs))
+
+    @torch.no_grad()
+    def act(self, obs, state, is_first, explore):
+        greedy = self.q_values(torch.as_tensor(obs, device=self.device)).argmax(-1).cpu().numpy()
+        if not explore:
+            return greedy, state
+        random = self.rng.random(len(greedy)) < self.epsilon()
+        return np.where(random, self.rng.integers(self.n_actions, size=len(greedy)), greedy), state
+
+    def batch(self, replay) -> dict[str, torch.Tensor]:
+        """A replay batch; a world model with ``imagine(batch)`` (Dyna) adds imagined transitions."""
+        batch = replay.sample_transitions(self.cfg.batch_size)
+        if self.model is not None and hasattr(self.model, "imagine"):
+            batch = self.model.imagine(batch, replay)
+        return batch
+
+    def train_step(self, replay, step):
+        b = self.batch(replay)
+        q = self.q_values(b["obs"]).gather(1, b["action"].long()[:, None]).squeeze(1)
+        with torch.no_grad():
+            next_q_target = self.q_values(b["next_obs"], self.q_target)
+            if self.cfg.double:  # the online net picks the action, the target net values it
+                best = self.q_values(b["next_obs"]).argmax(-1, keepdim=True)
+            else:
+                best = next_q_target.argmax(-1, keepdim=True)
+            next_v = next_q_target.gather(1, best).squeeze(1)
+            target = b["reward"].float() + self.cfg.gamma * (1.0 - b["terminal"].float()) * next_v
+        loss = F.smooth_l1_loss(q, target)
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.max_grad_norm)
+        self.optim.step()
+        self.updates += 1
+        if self.updates % self.cfg.target_update == 0:
+            self.q_target.load_state_dict(self.q.state_dict())
+        return {"train/q_loss": loss.item(), "train/q_mean": q.mean().item(),
+                "train/grad_norm": grad_norm.item(), "train/epsilon": self.epsilon()}
+
+    def state_dict(self, *args, **kwargs):
+        return {"nets": super().state_dict(), "optim": self.optim.state_dict(), "updates": self.updates,
+                "rng": self.rng.bit_generator.state, "env_step": self.env_step}
+
+    def load_state_dict(self, state, strict: bool = True):
+        super().load_state_dict(state["nets"], strict=strict)
+        self.optim.load_state_dict(state["optim"])
+        self.updates, self.env_step = state["updates"], state["env_step"]
+        self.rng.bit_generator.state = state["rng"]

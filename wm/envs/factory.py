@@ -1,0 +1,83 @@
+"""One factory for every gymnasium env: wrappers, pixels, action repeat, seeded vector envs.
+
+Vector envs run with autoreset DISABLED: the online loop resets finished envs itself with a seed per
+episode, so every episode can be replayed exactly from (seed, actions) when a run resumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from wm.config import positive
+
+
+@dataclass
+class EnvConfig:
+    id: str = "CartPole-v1"
+    num_envs: int = 1  # parallel training envs
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_episode_steps: Optional[int] = None
+    action_repeat: int = 1
+    pixels: bool = False  # observe size x size RGB frames (rendered, or resized if already images)
+    size: int = 64
+
+    def check(self) -> None:
+        positive(self, "num_envs", "action_repeat", "size")
+        if self.max_episode_steps is not None:
+            positive(self, "max_episode_steps")
+
+
+class ActionRepeat(gym.Wrapper):
+    """Repeat each action ``repeat`` times, summing rewards; stop early when the episode ends."""
+
+    def __init__(self, env: gym.Env, repeat: int):
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action):
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
+
+
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """A single env with the configured wrappers (pixels imply rgb_array rendering)."""
+    import wm.envs  # noqa: F401  (registers wm's own envs)
+
+    if cfg.pixels:
+        render_mode = "rgb_array"
+    kwargs = dict(cfg.kwargs)
+    if cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = cfg.max_episode_steps
+    env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
+    if cfg.pixels:
+        space = env.observation_space
+        is_image = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+        if not is_image:
+            env = gym.wrappers.AddRenderObservation(env, render_only=True)
+        env = gym.wrappers.ResizeObservation(env, (cfg.size, cfg.size))
+    if cfg.action_repeat > 1:
+        env = ActionRepeat(env, cfg.action_repeat)
+    return env
+
+
+def make_vec_env(cfg: EnvConfig, num_envs: int, render_mode: str | None = None) -> SyncVectorEnv:
+    """``num_envs`` copies in a SyncVectorEnv with autoreset disabled (the loop resets with seeds)."""
+    return SyncVectorEnv(
+        [lambda: make_env(cfg, render_mode) for _ in range(num_envs)],
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
+
+
+def episode_seed(*key: int) -> int:
+    """A 31-bit seed derived from a tuple such as (run seed, stream, env index, episode index)."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0] & 0x7FFFFFFF)

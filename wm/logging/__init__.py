@@ -1,0 +1,3 @@
+from wm.logging.logger import Logger, LoggerConfig
+
+__all__ = ["Logger", "LoggerConfig"]

@@ -1,0 +1,93 @@
+"""One run: validate, build the parts, hand them to their loop, and always leave a summary.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from wm import checkpoint
+from wm.errors import ConfigError
+from wm.logging import Logger
+from wm.loops.online import LoopSettings, OnlineLoop
+from wm.loops.supervised import SupervisedLoop
+from wm.validate import Plan, validate
+
+log = logging.getLogger("wm")
+HYDRA_FILES = {".hydra", "train.log"}  # what Hydra writes into a run dir before our code runs
+
+
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    fresh = {p.name for p in run_dir.iterdir()} <= HYDRA_FILES
+    try:
+        plan = validate(cfg, run_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if fresh:  # leave no trace of a run that never started
+            logging.shutdown()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if not any(run_dir.parent.iterdir()):
+                run_dir.parent.rmdir()  # the date folder Hydra made for it
+        sys.exit(2)
+    return execute(cfg, plan, run_dir)
+
+
+def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
+    state = None
+    if plan.run.resume:
+        state = checkpoint.load(run_dir)
+        with open(run_dir / "metrics.jsonl", "r+") as f:  # drop what was logged after the checkpoint
+            f.truncate(state["metrics_offset"])
+        log.info("resuming %s from step %d", run_dir, state["step"])
+    else:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    checkpoint.seed_everything(plan.run.seed)
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = Logger(run_dir, plan.logger, config, resume=state is not None,
+                    start_time=state["elapsed"] if state else 0.0, name=run_dir.name)
+    loop = None
+    status = "failed"
+    try:
+        logger.summary("running", state["step"] if state else 0)
+        loop = build_loop(plan, logger)
+        loop.run(state)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        logger.summary(status, loop.step if loop else 0)
+        logger.close()
+    log.info("%s: %s", status, {k: v for k, v in logger.last.items() if k.startswith("eval/")})
+    if status == "interrupted":
+        sys.exit(130)
+    return logger.last.get("eval/return_mean")
+
+
+def build_loop(plan: Plan, logger: Logger) -> Any:
+    r = plan.run
+    settings = LoopSettings(
+        seed=r.seed, total_steps=r.total_steps, eval_every=r.eval.every, eval_episodes=r.eval.episodes,
+        eval_envs=r.eval.envs, eval_video=r.eval.video, checkpoint_every=r.checkpoint.every,
+        log_every=r.log_every, replay_capacity=r.replay.capacity,
+    )
+    progress = r.progress and not os.environ.get("CI")
+    if plan.loop == "online":
+        obs_space, act_space = plan.spaces
+        model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space,
+                               device=plan.device) if plan.model_cls else None
+        agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model,
+                               device=plan.device)
+        return OnlineLoop(settings, plan.env, agent, model, logger, plan.device, progress=progress)
+    if plan.loop == "supervised":
+        data = plan.env_cls(plan.env, seed=r.seed)
+        model = plan.model_cls(plan.model, data=data, device=plan.device)
+        return SupervisedLoop(settings, data, model, logger, progress=progress)
+    raise ConfigError(f"model loop {plan.loop!r} is not known; valid: online, supervised")

@@ -1,0 +1,159 @@
+"""Check a composed config before any work: every user error becomes one ConfigError line that names
+the problem and the valid choices. Returns a Plan with the typed configs and classes to build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import gymnasium as gym
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from wm import checkpoint
+from wm.config import positive, target_class, typed
+from wm.device import DeviceConfig, resolve
+from wm.envs.factory import EnvConfig, make_env
+from wm.envs.spaces import action_kind
+from wm.errors import ConfigError
+from wm.logging.logger import LoggerConfig
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass
+class EvalConfig:
+    every: int = 5000
+    episodes: int = 10
+    envs: int = 10  # eval episodes run in waves of this many parallel envs
+    video: bool = False
+
+    def check(self) -> None:
+        positive(self, "every", "episodes", "envs")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 10000
+
+    def check(self) -> None:
+        positive(self, "every")
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 100_000
+
+    def check(self) -> None:
+        positive(self, "capacity")
+
+
+@dataclass
+class RunConfig:
+    """The top-level keys every run understands."""
+
+    seed: int = 0
+    total_steps: int = 50_000
+    resume: bool = False
+    log_every: int = 1000
+    progress: bool = True
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+
+    def check(self) -> None:
+        positive(self, "total_steps", "log_every")
+        positive(self, "seed", allow_zero=True)
+
+
+GROUPS = ("env", "model", "agent", "device", "logger")
+
+
+@dataclass
+class Plan:
+    run: RunConfig
+    env: Any  # EnvConfig for interactive envs, a dataset Config for supervised models
+    env_cls: type
+    model_cls: Optional[type]
+    model: Any
+    agent_cls: Optional[type]
+    agent: Any
+    device: torch.device
+    logger: LoggerConfig
+    loop: str
+    spaces: Optional[tuple[gym.Space, gym.Space]] = None
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    return str(cfg[group].get("name", "?"))
+
+
+def agents_for(kind: str) -> list[str]:
+    """Agent options whose class acts in ``kind`` action spaces (for error messages)."""
+    found = []
+    for name in options("agent"):
+        node = OmegaConf.load(CONF_DIR / "agent" / f"{name}.yaml")
+        try:
+            cls = target_class(node, "agent")
+        except ConfigError:
+            continue
+        if cls is not None and kind in getattr(cls, "action_kinds", ()):
+            found.append(name)
+    return found
+
+
+def validate(cfg: DictConfig, run_dir: Path) -> Plan:
+    top = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in GROUPS}
+    top.pop("experiment", None)
+    run = typed(RunConfig, top, "")
+    device = resolve(typed(DeviceConfig, cfg.device, "device"))
+    logger = typed(LoggerConfig, cfg.logger, "logger")
+
+    env_cls = target_class(cfg.env, "env")
+    model_cls = target_class(cfg.model, "model")
+    agent_cls = target_class(cfg.agent, "agent")
+    env = typed(env_cls, cfg.env, "env")
+    model = typed(model_cls, cfg.model, "model") if model_cls else None
+    agent = typed(agent_cls, cfg.agent, "agent") if agent_cls else None
+    loop = getattr(model_cls, "loop", "online")
+    names = f"env={_choice(cfg, 'env')} model={_choice(cfg, 'model')} agent={_choice(cfg, 'agent')}"
+
+    spaces = None
+    if loop == "online":
+        if not isinstance(env, EnvConfig):
+            raise ConfigError(f"{names}: env={_choice(cfg, 'env')} is a dataset, not an environment; "
+                              f"it goes with a supervised model (model=convlstm, hmm or kalman, agent=none)")
+        if agent_cls is None:
+            raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns online and needs an agent; "
+                              f"valid: {', '.join(a for a in options('agent') if a != 'none')}")
+        spaces = _spaces(env)
+        kind = action_kind(spaces[1])
+        if kind not in agent_cls.action_kinds:
+            raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} takes {'/'.join(agent_cls.action_kinds)} "
+                              f"actions but {env.id} has {kind} actions; agents for it: "
+                              f"{', '.join(agents_for(kind)) or 'none yet'}")
+    elif agent_cls is not None:
+        raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
+                          f"no agent; use agent=none")
+
+    if run.resume and not checkpoint.exists(run_dir):
+        raise ConfigError(f"resume=true but {run_dir / checkpoint.LATEST} does not exist; "
+                          f"pass hydra.run.dir=<an earlier run dir> with the same overrides")
+    return Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces)
+
+
+def _spaces(env_cfg: EnvConfig) -> tuple[gym.Space, gym.Space]:
+    try:
+        env = make_env(env_cfg)
+    except gym.error.Error as e:
+        raise ConfigError(f"env.id={env_cfg.id!r}: {str(e).splitlines()[0]}") from None
+    except TypeError as e:
+        raise ConfigError(f"env.kwargs for {env_cfg.id}: {e}") from None
+    spaces = (env.observation_space, env.action_space)
+    env.close()
+    return spaces
