@@ -47,12 +47,12 @@ class ActorCritic(Agent):
     @dataclass
     class Config:
         name: str = "actor_critic"
-        update: Schedule = field(default_factory=lambda: Schedule(every=2, updates=1, start=0))
-        prefill: int = 1000  # uniform random env steps before the policy acts
+        update: Schedule = field(default_factory=lambda: Schedule(every=4, updates=1, start=500))
+        prefill: int = 500  # uniform random env steps before the policy acts
         horizon: int = 15
         gamma: float = 0.99
         lam: float = 0.95
-        units: int = 256
+        units: int = 64
         layers: int = 2
         actor_lr: float = 3e-4
         critic_lr: float = 3e-4
@@ -69,7 +69,7 @@ class ActorCritic(Agent):
         norm_decay: float = 0.99
         min_std: float = 0.1  # continuous actor std range
         max_std: float = 1.0
-        starts: int = 0  # imagination start states per update (0 = all B*L posteriors)
+        starts: int = 256  # imagination start states per update (0 = all B*L posteriors)
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, model: RSSM | None = None,
                  device: Any = "cpu"):

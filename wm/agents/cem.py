@@ -33,7 +33,7 @@ class CEM(Agent):
     class Config:
         name: str = "cem"
         update: Schedule = field(default_factory=lambda: Schedule(every=1000000000, updates=0, start=0))
-        prefill: int = 1000
+        prefill: int = 500
         horizon: int = 12
         candidates: int = 200
         iterations: int = 5

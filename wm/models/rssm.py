@@ -59,18 +59,18 @@ class RSSM(WorldModel):
     @dataclass
     class Config:
         name: str = "rssm"
-        update: Schedule = field(default_factory=lambda: Schedule(every=2, updates=1, start=0))
+        update: Schedule = field(default_factory=lambda: Schedule(every=4, updates=1, start=500))
         batch: int = 16  # sequences per update
-        length: int = 64  # steps per sequence
-        deter: int = 256  # GRU size
-        hidden: int = 256  # width of the GRU input and the prior/posterior MLPs
+        length: int = 32  # steps per sequence
+        deter: int = 128  # GRU size
+        hidden: int = 64  # width of the GRU input and the prior/posterior MLPs
         latent: str = "categorical"  # "categorical" (DreamerV2/V3) | "gaussian" (PlaNet/DreamerV1)
-        groups: int = 16  # categorical: number of categorical variables
-        classes: int = 16  # categorical: classes per variable
+        groups: int = 8  # categorical: number of categorical variables
+        classes: int = 8  # categorical: classes per variable
         stoch: int = 32  # gaussian: latent dims
         min_std: float = 0.1  # gaussian: std floor
         unimix: float = 0.01  # categorical: uniform mix (DreamerV3); 0 for V2
-        units: int = 256  # encoder/decoder/head MLP width
+        units: int = 64  # encoder/decoder/head MLP width
         layers: int = 2  # encoder/decoder/head MLP depth
         cnn_depth: int = 16  # pixel encoder/decoder base channels
         symlog_obs: bool = True  # vector obs: symlog inputs and symlog-MSE reconstruction (V3)
@@ -87,7 +87,6 @@ class RSSM(WorldModel):
         eps: float = 1e-8
         grad_clip: float = 1000.0
         video_every: int = 0  # artifacts(): open-loop video every N calls (pixel envs); 0 = each call
-        compile: bool = False  # unused placeholder kept off: torch.compile is slower to warm up on CPU
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, device: Any = "cpu"):
         super().__init__()
