@@ -90,25 +90,23 @@ def test_dynamics_gradients_flow_through_model_into_actor():
     env, rep, m, a = make("Pendulum-v1", latent="gaussian")
     assert a.grad_mode == "dynamics"
     m.train_step(rep, 0)
+    m.opt.zero_grad(set_to_none=True)
     start = {k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()}
     m.requires_grad_(False)
     feats, actions = a.imagine(start)
-    m.requires_grad_(True)
     assert feats.requires_grad and actions.requires_grad
-    # a later imagined state depends on an earlier action through the dynamics
-    g = torch.autograd.grad(feats[-1].sum(), actions, retain_graph=True)[0]
-    assert g[0].abs().sum() > 0
+    # the first imagined state is a function of the first action alone (through the dynamics)
+    g = torch.autograd.grad(feats[1].sum(), list(a.actor.parameters()), retain_graph=True, allow_unused=True)
+    assert any(x is not None and x.abs().sum() > 0 for x in g)
     # the return of imagined step 3 reaches actor parameters only through actions taken before it
     a.actor.zero_grad(set_to_none=True)
     m.reward(feats[3]).mean().sum().backward()
+    m.requires_grad_(True)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in a.actor.parameters())
     assert all(p.grad is None for p in m.parameters())
     m.opt.zero_grad(set_to_none=True)
     a.train_step(rep, 1)
     assert all(p.grad is None for p in m.parameters())
-    assert all(p.grad is None for p in a.critic.parameters()) or True  # critic grads are its own
-    # the critic's targets are constants: the critic loss does not reach the actor
-    a.actor.zero_grad(set_to_none=True)
 
 
 def test_critic_loss_does_not_reach_actor(monkeypatch):
@@ -158,17 +156,40 @@ def test_resume_exact():
 
 
 def test_tiny_learning_check():
-    """Imagination learns the value of staying alive: after a few updates on CartPole data the critic's
-    values and the imagined returns grow from zero towards the discounted sum of rewards."""
+    """Imagination learns the value of staying alive: on CartPole data the reward head learns the +1 per
+    step, imagined lambda-returns approach the horizon, and the critic's value rises steadily from zero."""
     torch.manual_seed(0)
-    env, rep, m, a = make(steps=600, critic_lr=3e-3, actor_lr=1e-3)
-    m.cfg.lr = 3e-3
+    env, rep, m, a = make(steps=600, critic_lr=3e-3, actor_lr=1e-3, slow_decay=0.5)
     for g in m.opt.param_groups:
         g["lr"] = 3e-3
-    first = None
+    values = []
     for i in range(60):
         m.train_step(rep, i)
         out = a.train_step(rep, i)
-        first = first or out
-    assert out["agent/imag_reward"] > 0.6  # CartPole pays 1 per step; the reward head learned it
-    assert out["agent/value"] > 3 * max(first["agent/value"], 0.3)
+        values.append(out["agent/value"])
+    assert abs(values[0]) < 1e-3  # zero-initialised critic
+    assert out["agent/imag_reward"] > 0.6  # CartPole pays 1 per step
+    assert out["agent/imag_return"] > 0.4 * TINY_A.horizon
+    checkpoints = values[10::10] + [values[-1]]
+    assert all(b > a_ for a_, b in zip(checkpoints, checkpoints[1:])) and values[-1] > 0.1
+
+
+def test_dreamer_run_resumes_exactly(tmp_path):
+    """A Dreamer run stopped at a checkpoint and resumed logs exactly what an uninterrupted run logs."""
+    from tests.conftest import metrics, summary, train
+
+    run = ["model=rssm", "agent=actor_critic", "model.batch=4", "model.length=8", "model.deter=16",
+           "model.hidden=16", "model.units=16", "model.groups=4", "model.classes=4", "agent.units=16",
+           "agent.horizon=4", "agent.starts=16", "agent.prefill=40", "model.update.start=40",
+           "agent.update.start=40", "model.update.every=8", "agent.update.every=8", "eval.every=40",
+           "eval.episodes=1", "eval.envs=1", "checkpoint.every=40", "log_every=40"]
+    env = {"OMP_NUM_THREADS": "1"}
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(full, *run, "total_steps=160", env=env).returncode == 0
+    assert train(part, *run, "total_steps=80", env=env).returncode == 0  # last checkpoint at 80
+    p = train(part, *run, "total_steps=160", "resume=true", env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    a, b = drop(metrics(full)), drop(metrics(part))
+    assert any("agent/actor_loss" in r for r in a) and a == b
+    assert summary(part)["eval/return_mean"] == summary(full)["eval/return_mean"]

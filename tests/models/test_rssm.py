@@ -147,3 +147,27 @@ def test_world_model_learns_cartpole(latent):
         last = m.train_step(rep, i)
     assert last["model/obs_loss"] < 0.3 * first["model/obs_loss"]
     assert last["model/reward_error"] < 0.5 * first["model/reward_error"]
+
+
+# ----- end to end through train.py (pixel path) --------------------------------------------------------
+TINY_RUN = ["model=rssm", "agent=actor_critic", "model.batch=2", "model.length=8", "model.deter=16",
+            "model.hidden=16", "model.units=16", "model.groups=4", "model.classes=4", "model.cnn_depth=4",
+            "agent.units=16", "agent.horizon=3", "agent.starts=8", "agent.prefill=20", "model.update.start=20",
+            "agent.update.start=20", "model.update.every=10", "agent.update.every=10", "eval.every=40",
+            "eval.episodes=1", "eval.envs=1", "checkpoint.every=40", "log_every=20", "total_steps=80",
+            "+env.max_episode_steps=25", "env.num_envs=2"]
+
+
+@pytest.mark.parametrize("env", ["cartpole_pixels", "carracing"])
+def test_pixel_envs_end_to_end(tmp_path, env):
+    pytest.importorskip("cv2")
+    from tests.conftest import metrics, summary, train
+
+    run = tmp_path / env
+    proc = train(run, f"env={env}", *TINY_RUN, "model.video_every=3", env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert summary(run)["status"] == "completed"
+    rows = metrics(run)
+    assert any("model/kl" in r for r in rows) and any("agent/imag_return" in r for r in rows)
+    assert any("eval/return_mean" in r for r in rows)
+    assert list((run / "videos").glob("open_loop_*"))  # real vs imagined frames

@@ -34,10 +34,10 @@ class CEM(Agent):
         name: str = "cem"
         update: Schedule = field(default_factory=lambda: Schedule(every=1000000000, updates=0, start=0))
         prefill: int = 500
-        horizon: int = 12
-        candidates: int = 200
-        iterations: int = 5
-        top_k: int = 20
+        horizon: int = 10
+        candidates: int = 100
+        iterations: int = 4
+        top_k: int = 10
         gamma: float = 0.99
         explore_noise: float = 0.3  # continuous: Gaussian noise on the executed action when exploring
         explore_eps: float = 0.1  # discrete: chance of a uniform random action when exploring

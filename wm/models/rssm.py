@@ -86,7 +86,7 @@ class RSSM(WorldModel):
         lr: float = 1e-3
         eps: float = 1e-8
         grad_clip: float = 1000.0
-        video_every: int = 0  # artifacts(): open-loop video every N calls (pixel envs); 0 = each call
+        video_every: int = 500  # pixel envs: open-loop video to <run dir>/videos every N updates (0 = off)
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, device: Any = "cpu"):
         super().__init__()
@@ -131,7 +131,7 @@ class RSSM(WorldModel):
         self.opt = torch.optim.Adam(self.parameters(), lr=c.lr, eps=c.eps)
         self.last_states: State | None = None  # posteriors of the latest update, for imagination
         self.last_cont: torch.Tensor | None = None
-        self._video_calls = 0
+        self._updates = 0
 
     # ----- inputs -------------------------------------------------------------------------------
     def preprocess(self, obs: torch.Tensor) -> torch.Tensor:
@@ -284,7 +284,19 @@ class RSSM(WorldModel):
         self.last_states = {k: v.detach() for k, v in post.items()}
         self.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()
         self._last_batch = batch
+        self._updates += 1
+        if self.image and self.cfg.video_every and self._updates % self.cfg.video_every == 0:
+            self._video_to_run_dir(step)
         return metrics
+
+    def _video_to_run_dir(self, step: int) -> None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            out_dir = Path(HydraConfig.get().runtime.output_dir)
+        except Exception:  # not inside a Hydra run (tests, notebooks): artifacts() is the way
+            return
+        self.write_video(out_dir / "videos" / f"open_loop_{step:08d}.mp4")
 
     # ----- checkpointing: optimizer included ---------------------------------------------------------
     def state_dict(self, *args, **kwargs):
@@ -328,22 +340,24 @@ class RSSM(WorldModel):
             vid = vid.expand(*vid.shape[:-1], 3)
         return (vid.cpu().numpy() * 255).astype(np.uint8)
 
-    def artifacts(self, out_dir: Path, logger=None) -> None:
-        """Write videos/open_loop_<n>.mp4 (pixel envs) from the latest training batch; register it."""
-        if not self.image or getattr(self, "_last_batch", None) is None:
-            return
-        self._video_calls += 1
-        if self.cfg.video_every and self._video_calls % self.cfg.video_every:
-            return
+    def write_video(self, path: Path) -> Path:
+        """Write the open-loop video of the latest training batch to `path` (.mp4, or .gif without ffmpeg)."""
         import imageio.v2 as imageio
 
         frames = self.open_loop(self._last_batch)
-        path = Path(out_dir) / "videos" / f"open_loop_{self._video_calls:04d}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            imageio.mimsave(path, list(frames), fps=10)
+            imageio.mimsave(path, list(frames), fps=10, macro_block_size=1)
         except Exception:  # no ffmpeg backend: fall back to a GIF
             path = path.with_suffix(".gif")
             imageio.mimsave(path, list(frames), duration=0.1)
+        return path
+
+    def artifacts(self, out_dir: Path, logger=None) -> None:
+        """Open-loop video (pixel envs) of the latest training batch into out_dir/videos, registered with the
+        logger (and so W&B) when one is given. For loops that call artifacts() after each evaluation."""
+        if not self.image or getattr(self, "_last_batch", None) is None:
+            return
+        path = self.write_video(Path(out_dir) / "videos" / f"open_loop_upd{self._updates:07d}.mp4")
         if logger is not None and hasattr(logger, "log_file"):
-            logger.log_file("model/open_loop", path, "video")
+            logger.log_file("model/open_loop", path, "video", getattr(logger, "step", self._updates))
