@@ -43,6 +43,7 @@ def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tenso
 
 class ActorCritic(Agent):
     action_kinds = ("discrete", "continuous")
+    requires_model = ("rssm",)  # checked by wm.validate before anything is built
 
     @dataclass
     class Config:

@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - before the framework core lands
 
 class CEM(Agent):
     action_kinds = ("discrete", "continuous")
+    requires_model = ("rssm",)  # checked by wm.validate before anything is built
 
     @dataclass
     class Config:
