@@ -8,12 +8,12 @@ import torch
 from tests.conftest import train
 
 CASES = [
-    (["env=nope"], "unknown env option 'nope'; valid: cartpole"),
+    (["env=nope"], "unknown env option 'nope'; valid: carracing, cartpole"),
     (["agent=nope"], "unknown agent option 'nope'; valid:"),
     (["bogus=1"], "unknown key 'bogus'"),
     (["agent.bogus=1"], "unknown key 'agent.bogus'"),
     (["seed=abc"], "seed: Value 'abc'"),
-    (["agent.lr=fast"], "agent.lr: Value 'fast'"),
+    (["agent=dqn", "model=none", "agent.lr=fast"], "agent.lr: Value 'fast'"),
     (["total_steps=-5"], "total_steps: must be > 0 (got -5)"),
     (["total_steps=0"], "total_steps: must be > 0 (got 0)"),
     (["eval.episodes=0"], "eval.episodes: must be > 0"),
@@ -22,9 +22,11 @@ CASES = [
     (["device=cpu", "device.threads=-1"], "device.threads: must be >= 0"),
     (["env.id=NoSuchEnv-v0"], "env.id='NoSuchEnv-v0'"),
     (["resume=true"], "resume=true but"),
-    (["env.id=Pendulum-v1"], "agent=dqn takes discrete actions but Pendulum-v1 has continuous actions"),
+    (["model=none", "agent=dqn", "env.id=Pendulum-v1"], "agent=dqn takes discrete actions but Pendulum-v1 has continuous actions"),
     (["seed=1,2"], "a sweep needs --multirun"),
 ]
+CASES.append((["agent=actor_critic", "model=none"], "agent=actor_critic acts through a learned world model"))
+CASES.append((["env=carracing", "model=none", "agent=dqn"], "agent=dqn takes discrete actions but CarRacing-v3"))
 if not torch.cuda.is_available():
     CASES.append((["device=cuda"], "device=cuda is not available on this machine; valid here: auto, cpu"))
 

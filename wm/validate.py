@@ -137,6 +137,10 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} takes {'/'.join(agent_cls.action_kinds)} "
                               f"actions but {env.id} has {kind} actions; agents for it: "
                               f"{', '.join(agents_for(kind)) or 'none yet'}")
+        needs = getattr(agent_cls, "requires_model", ())  # e.g. ("rssm",) for agents that use a world model
+        if needs and _choice(cfg, "model") not in needs:
+            raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} acts through a learned world model; "
+                              f"use model={' or model='.join(needs)}")
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")
