@@ -48,7 +48,7 @@ class ActorCritic(Agent):
     @dataclass
     class Config:
         name: str = "actor_critic"
-        update: Schedule = field(default_factory=lambda: Schedule(every=4, updates=1, start=500))
+        update: Schedule = field(default_factory=lambda: Schedule(every=8, updates=1, start=500))
         prefill: int = 500  # uniform random env steps before the policy acts
         horizon: int = 15
         gamma: float = 0.99

@@ -59,7 +59,7 @@ class RSSM(WorldModel):
     @dataclass
     class Config:
         name: str = "rssm"
-        update: Schedule = field(default_factory=lambda: Schedule(every=4, updates=1, start=500))
+        update: Schedule = field(default_factory=lambda: Schedule(every=8, updates=1, start=500))
         batch: int = 16  # sequences per update
         length: int = 32  # steps per sequence
         deter: int = 128  # GRU size
