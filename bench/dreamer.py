@@ -18,6 +18,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,15 +30,19 @@ THRESHOLD = 475.0
 
 def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/return_mean",
              threshold: float | None = THRESHOLD) -> dict[str, Any]:
+    """Train one seed through train.py; record wall time and the process's own CPU time (load-independent)."""
     run_dir = RUNS / name / f"seed{seed}"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
     load = os.getloadavg()
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    with open(run_dir.parent / f"seed{seed}.log", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{name} seed {seed} failed: see {run_dir.parent / f'seed{seed}.log'}")
     run = read_run(run_dir)
     points = curve(run["rows"], metric)
     steps = run["summary"]["steps"]
@@ -45,6 +50,7 @@ def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/ret
         "seed": seed, "final": run["summary"].get(metric), "best": max((v for _, v in points), default=None),
         "steps_to_threshold": first_step_at(points, threshold) if threshold is not None else None,
         "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"],
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 2),
         "loadavg_at_start": [round(x, 2) for x in load], "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "curve": points,
@@ -53,13 +59,30 @@ def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/ret
         if key in run["summary"]:
             rec[key] = run["summary"][key]
     print(f"{name} seed {seed}: final {rec['final']} steps_to_{threshold} {rec['steps_to_threshold']} "
-          f"wall {wall:.0f}s", flush=True)
+          f"wall {wall:.0f}s cpu {rec['cpu_seconds']:.0f}s", flush=True)
     return rec
 
 
-def run_seeds(name: str, overrides: list[str], seeds: list[int], parallel: int, **kw) -> list[dict]:
+def run_jobs(jobs: list[tuple[str, list[str], int]], parallel: int, on_done=None, **kw) -> dict[str, list[dict]]:
+    """Run (name, overrides, seed) jobs `parallel` at a time, in order; on_done(results) after each one."""
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in jobs}
+    lock = threading.Lock()
+
+    def one(job):
+        rec = run_seed(*job, **kw)
+        with lock:
+            results[job[0]].append(rec)
+            results[job[0]].sort(key=lambda r: r["seed"])
+            if on_done:
+                on_done(results)
+
     with ThreadPoolExecutor(parallel) as pool:
-        return list(pool.map(lambda s: run_seed(name, overrides, s, **kw), seeds))
+        list(pool.map(one, jobs))
+    return results
+
+
+def run_seeds(name: str, overrides: list[str], seeds: list[int], parallel: int, **kw) -> list[dict]:
+    return run_jobs([(name, overrides, s) for s in seeds], parallel, **kw)[name]
 
 
 def summarise(seeds: list[dict]) -> dict[str, Any]:
@@ -69,6 +92,7 @@ def summarise(seeds: list[dict]) -> dict[str, Any]:
         "steps_to_threshold": spread(reached), "final_return": spread([r["final"] for r in seeds]),
         "best_return": spread([r["best"] for r in seeds]),
         "wall_seconds": spread([r["wall_seconds"] for r in seeds]),
+        "cpu_seconds": spread([r["cpu_seconds"] for r in seeds]),
         "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds]),
     }
 
@@ -77,17 +101,27 @@ def bench_dreamer(args) -> None:
     common = [f"total_steps={args.steps}", "eval.every=1000", "eval.episodes=10", "eval.envs=10"]
     dreamer_ov = ["experiment=dreamer_cartpole", *common]
     dqn_ov = ["experiment=dqn_cartpole", *common]
-    dreamer = run_seeds("dreamer_cartpole", dreamer_ov, args.seeds, args.parallel)
-    dqn = run_seeds("dqn_cartpole_10k", dqn_ov, args.seeds, args.parallel) if not args.no_dqn else []
-    write_results("dreamer", {
-        "command": "python -m bench.dreamer --only dreamer" + (f" --parallel {args.parallel}"),
-        "budget": {"env_steps": args.steps, "eval_every": 1000, "eval_episodes": 10,
-                   "max_wall_seconds_per_seed_target": 1200},
-        "threshold": THRESHOLD, "parallel_seeds": args.parallel, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "dreamer": {"overrides": dreamer_ov, "seeds": dreamer, "summary": summarise(dreamer)},
-        "dqn": {"overrides": dqn_ov, "seeds": dqn, "summary": summarise(dqn) if dqn else None},
-    })
-    plot_curves("dreamer", {"Dreamer (rssm + actor_critic)": dreamer, **({"DQN": dqn} if dqn else {})}, THRESHOLD)
+    jobs = [("dreamer_cartpole", dreamer_ov, s) for s in args.seeds]
+    if not args.no_dqn:
+        jobs += [("dqn_cartpole_10k", dqn_ov, s) for s in args.seeds]
+
+    def write(results, complete=False):
+        dreamer, dqn = results["dreamer_cartpole"], results.get("dqn_cartpole_10k", [])
+        write_results("dreamer", {
+            "command": f"python -m bench.dreamer --only dreamer --parallel {args.parallel}",
+            "complete": complete,
+            "budget": {"env_steps": args.steps, "eval_every": 1000, "eval_episodes": 10,
+                       "max_wall_seconds_per_seed_target": 1200},
+            "threshold": THRESHOLD, "parallel_seeds": args.parallel,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "dreamer": {"overrides": dreamer_ov, "seeds": dreamer, "summary": summarise(dreamer) if dreamer else None},
+            "dqn": {"overrides": dqn_ov, "seeds": dqn, "summary": summarise(dqn) if dqn else None},
+        })
+        plot_curves("dreamer", {"Dreamer (rssm + actor_critic)": dreamer, **({"DQN": dqn} if dqn else {})},
+                    THRESHOLD)
+
+    results = run_jobs(jobs, args.parallel, on_done=write)
+    write(results, complete=True)
 
 
 def bench_planet(args) -> None:

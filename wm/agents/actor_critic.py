@@ -167,8 +167,11 @@ class ActorCritic(Agent):
     def train_step(self, replay, step: int) -> dict[str, float]:
         m, c = self.model, self.cfg
         if m.last_states is None:  # model has not trained yet this run: take posteriors of a fresh batch
-            with torch.no_grad():
+            try:
                 batch = replay.sample_sequences(m.cfg.batch, m.cfg.length)
+            except ValueError:  # too few rows for one sequence yet
+                return {}
+            with torch.no_grad():
                 _, _, post = m.loss(batch)
                 m.last_states = {k: v.detach() for k, v in post.items()}
                 m.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()

@@ -274,7 +274,10 @@ class RSSM(WorldModel):
 
     def train_step(self, replay, step: int) -> dict[str, float]:
         """One world-model update on replay.sample_sequences(batch, length); keeps the posteriors for the agent."""
-        batch = replay.sample_sequences(self.cfg.batch, self.cfg.length)
+        try:
+            batch = replay.sample_sequences(self.cfg.batch, self.cfg.length)
+        except ValueError:  # no env has `length` rows yet (update.start too early): skip this update
+            return {}
         loss, metrics, post = self.loss(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
