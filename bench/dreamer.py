@@ -200,6 +200,45 @@ print(json.dumps({"threads": int(sys.argv[1]), "updates": n, "model_ms": 1000 * 
                                     "runs": out})
 
 
+def snapshot(args) -> None:
+    """Write bench/results/dreamer.json from the run dirs of a Dreamer/DQN benchmark that is still running
+    (or was stopped): per seed, the eval curve so far, marked incomplete. No training, no lock."""
+    import json
+
+    groups = {}
+    for name in ("dreamer_cartpole", "dqn_cartpole_10k"):
+        recs = []
+        for seed in args.seeds:
+            path = RUNS / name / f"seed{seed}" / "metrics.jsonl"
+            if not path.exists():
+                continue
+            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            points = curve(rows, "eval/return_mean")
+            last = rows[-1] if rows else {"step": 0, "time": 0}
+            recs.append({
+                "seed": seed, "complete": False, "steps_done": last["step"],
+                "wall_seconds_so_far": last.get("time"),
+                "env_steps_per_second_so_far": round(last["step"] / last["time"], 2) if last.get("time") else None,
+                "final": points[-1][1] if points else None, "best": max((v for _, v in points), default=None),
+                "steps_to_threshold": first_step_at(points, THRESHOLD), "curve": points,
+            })
+        groups[name] = recs
+    write_results("dreamer", {
+        "command": "python -m bench.dreamer --only dreamer --parallel 5 (snapshot: python -m bench.dreamer --snapshot)",
+        "complete": False,
+        "note": "snapshot of runs still in progress when the results were committed; steps_done per seed",
+        "budget": {"env_steps": args.steps, "eval_every": 1000, "eval_episodes": 10,
+                   "max_wall_seconds_per_seed_target": 1200},
+        "threshold": THRESHOLD, "parallel_seeds": 5, "omp_num_threads": "1",
+        "dreamer": {"seeds": groups["dreamer_cartpole"],
+                    "seeds_reaching_threshold_so_far": sum(r["steps_to_threshold"] is not None
+                                                           for r in groups["dreamer_cartpole"])},
+        "dqn": {"seeds": groups["dqn_cartpole_10k"]},
+    })
+    plot_curves("dreamer", {"Dreamer (rssm + actor_critic), in progress": groups["dreamer_cartpole"],
+                            **({"DQN": groups["dqn_cartpole_10k"]} if groups["dqn_cartpole_10k"] else {})}, THRESHOLD)
+
+
 SECTIONS = {"dreamer": bench_dreamer, "planet": bench_planet, "carracing": bench_carracing, "speed": bench_speed}
 
 
@@ -213,7 +252,11 @@ def main() -> None:
     p.add_argument("--planet-steps", type=int, default=3000)
     p.add_argument("--carracing-steps", type=int, default=4000)
     p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--snapshot", action="store_true", help="write results from run dirs in progress and exit")
     args = p.parse_args()
+    if args.snapshot:
+        snapshot(args)
+        return
     if args.parallel > 1:
         os.environ["OMP_NUM_THREADS"] = "1"  # one torch thread per concurrent seed
     with open(LOCK, "w") as lock:
