@@ -200,6 +200,18 @@ print(json.dumps({"threads": int(sys.argv[1]), "updates": n, "model_ms": 1000 * 
                                     "runs": out})
 
 
+def _cpu_of(run_dir) -> float | None:
+    """user+sys CPU seconds of the live train.py process writing run_dir (None if it is not running)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"hydra.run.dir={run_dir}".encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+        except OSError:
+            continue
+    return None
+
+
 def snapshot(args) -> None:
     """Write bench/results/dreamer.json from the run dirs of a Dreamer/DQN benchmark that is still running
     (or was stopped): per seed, the eval curve so far, marked incomplete. No training, no lock."""
@@ -217,6 +229,7 @@ def snapshot(args) -> None:
             last = rows[-1] if rows else {"step": 0, "time": 0}
             recs.append({
                 "seed": seed, "complete": False, "steps_done": last["step"],
+                "cpu_seconds_so_far": _cpu_of(RUNS / name / f"seed{seed}"),
                 "wall_seconds_so_far": last.get("time"),
                 "env_steps_per_second_so_far": round(last["step"] / last["time"], 2) if last.get("time") else None,
                 "final": points[-1][1] if points else None, "best": max((v for _, v in points), default=None),
