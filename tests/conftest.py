@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 # a DQN run small enough for a test: a few thousand steps, frequent small update rounds
-TINY = ["total_steps=600", "eval.every=300", "eval.episodes=2", "eval.envs=2", "checkpoint.every=300",
+TINY = ["model=none", "agent=dqn", "total_steps=600", "eval.every=300", "eval.episodes=2", "eval.envs=2", "checkpoint.every=300",
         "agent.prefill=100", "agent.update.start=100", "agent.update.every=50", "agent.update.updates=4",
         "log_every=100"]
 

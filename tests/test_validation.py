@@ -13,7 +13,7 @@ CASES = [
     (["bogus=1"], "unknown key 'bogus'"),
     (["agent.bogus=1"], "unknown key 'agent.bogus'"),
     (["seed=abc"], "seed: Value 'abc'"),
-    (["agent.lr=fast"], "agent.lr: Value 'fast'"),
+    (["agent=dqn", "model=none", "agent.lr=fast"], "agent.lr: Value 'fast'"),
     (["total_steps=-5"], "total_steps: must be > 0 (got -5)"),
     (["total_steps=0"], "total_steps: must be > 0 (got 0)"),
     (["eval.episodes=0"], "eval.episodes: must be > 0"),
@@ -22,11 +22,13 @@ CASES = [
     (["device=cpu", "device.threads=-1"], "device.threads: must be >= 0"),
     (["env.id=NoSuchEnv-v0"], "env.id='NoSuchEnv-v0'"),
     (["resume=true"], "resume=true but"),
-    (["env.id=Pendulum-v1"], "agent=dqn takes discrete actions but Pendulum-v1 has continuous actions"),
+    (["model=none", "agent=dqn", "env.id=Pendulum-v1"], "agent=dqn takes discrete actions but Pendulum-v1 has continuous actions"),
     (["seed=1,2"], "a sweep needs --multirun"),
     (["model=hmm", "env=tracking", "agent=none"], "env=tracking model=hmm agent=none: model=hmm needs"),
     (["model=hmm", "env=casino"], "takes no agent; use agent=none"),
 ]
+CASES.append((["agent=actor_critic", "model=none"], "agent=actor_critic acts through a learned world model"))
+CASES.append((["env=carracing", "model=none", "agent=dqn"], "agent=dqn takes discrete actions but CarRacing-v3"))
 if not torch.cuda.is_available():
     CASES.append((["device=cuda"], "device=cuda is not available on this machine; valid here: auto, cpu"))
 

@@ -141,6 +141,10 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
             problem = cls.check_spaces(*spaces) if hasattr(cls, "check_spaces") else None
             if problem:
                 raise ConfigError(f"{names}: {problem}")
+        needs = getattr(agent_cls, "requires_model", ())  # e.g. ("rssm",) for agents that use a world model
+        if needs and _choice(cfg, "model") not in needs:
+            raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} acts through a learned world model; "
+                              f"use model={' or model='.join(needs)}")
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")

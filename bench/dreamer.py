@@ -1,0 +1,283 @@
+"""Dreamer / PlaNet benchmarks through train.py.
+
+    python -m bench.dreamer                       # everything below, in order
+    python -m bench.dreamer --only dreamer        # Dreamer vs DQN on CartPole-v1, 10,000 env steps, 5 seeds
+    python -m bench.dreamer --only planet         # PlaNet (RSSM + CEM) on CartPole-v1
+    python -m bench.dreamer --only carracing      # Dreamer on CarRacing-v3 pixels at a small CPU budget
+    python -m bench.dreamer --only speed          # time per update at the default size + profile
+
+Results: bench/results/dreamer.json (+ .png), dreamer_planet.json, dreamer_carracing.json,
+dreamer_speed.json. The whole benchmark holds /tmp/wm-bench.lock; `--parallel 2` runs two seeds at a time
+(one torch thread each) so a 2-core machine is used fully; wall times are per seed either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.common import LOCK, ROOT, RUNS, curve, first_step_at, plot_curves, read_run, spread, write_results
+
+THRESHOLD = 475.0
+
+
+def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/return_mean",
+             threshold: float | None = THRESHOLD) -> dict[str, Any]:
+    """Train one seed through train.py; record wall time and the process's own CPU time (load-independent)."""
+    run_dir = RUNS / name / f"seed{seed}"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
+           "progress=false"]
+    load = os.getloadavg()
+    t0 = time.time()
+    with open(run_dir.parent / f"seed{seed}.log", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.time() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{name} seed {seed} failed: see {run_dir.parent / f'seed{seed}.log'}")
+    run = read_run(run_dir)
+    points = curve(run["rows"], metric)
+    steps = run["summary"]["steps"]
+    rec = {
+        "seed": seed, "final": run["summary"].get(metric), "best": max((v for _, v in points), default=None),
+        "steps_to_threshold": first_step_at(points, threshold) if threshold is not None else None,
+        "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"],
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 2),
+        "loadavg_at_start": [round(x, 2) for x in load], "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "curve": points,
+    }
+    for key in ("model/kl", "model/obs_loss", "model/reward_loss", "model/cont_loss", "agent/imag_return"):
+        if key in run["summary"]:
+            rec[key] = run["summary"][key]
+    print(f"{name} seed {seed}: final {rec['final']} steps_to_{threshold} {rec['steps_to_threshold']} "
+          f"wall {wall:.0f}s cpu {rec['cpu_seconds']:.0f}s", flush=True)
+    return rec
+
+
+def run_jobs(jobs: list[tuple[str, list[str], int]], parallel: int, on_done=None, **kw) -> dict[str, list[dict]]:
+    """Run (name, overrides, seed) jobs `parallel` at a time, in order; on_done(results) after each one."""
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in jobs}
+    lock = threading.Lock()
+
+    def one(job):
+        rec = run_seed(*job, **kw)
+        with lock:
+            results[job[0]].append(rec)
+            results[job[0]].sort(key=lambda r: r["seed"])
+            if on_done:
+                on_done(results)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, jobs))
+    return results
+
+
+def run_seeds(name: str, overrides: list[str], seeds: list[int], parallel: int, **kw) -> list[dict]:
+    return run_jobs([(name, overrides, s) for s in seeds], parallel, **kw)[name]
+
+
+def summarise(seeds: list[dict]) -> dict[str, Any]:
+    reached = [r["steps_to_threshold"] for r in seeds]
+    return {
+        "seeds_reaching_threshold": sum(r is not None for r in reached), "n_seeds": len(seeds),
+        "steps_to_threshold": spread(reached), "final_return": spread([r["final"] for r in seeds]),
+        "best_return": spread([r["best"] for r in seeds]),
+        "wall_seconds": spread([r["wall_seconds"] for r in seeds]),
+        "cpu_seconds": spread([r["cpu_seconds"] for r in seeds]),
+        "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds]),
+    }
+
+
+def bench_dreamer(args) -> None:
+    common = [f"total_steps={args.steps}", "eval.every=1000", "eval.episodes=10", "eval.envs=10"]
+    dreamer_ov = ["experiment=dreamer_cartpole", *common]
+    dqn_ov = ["experiment=dqn_cartpole", *common]
+    jobs = [("dreamer_cartpole", dreamer_ov, s) for s in args.seeds]
+    if not args.no_dqn:
+        jobs += [("dqn_cartpole_10k", dqn_ov, s) for s in args.seeds]
+
+    def write(results, complete=False):
+        dreamer, dqn = results["dreamer_cartpole"], results.get("dqn_cartpole_10k", [])
+        write_results("dreamer", {
+            "command": f"python -m bench.dreamer --only dreamer --parallel {args.parallel}",
+            "complete": complete,
+            "budget": {"env_steps": args.steps, "eval_every": 1000, "eval_episodes": 10,
+                       "max_wall_seconds_per_seed_target": 1200},
+            "threshold": THRESHOLD, "parallel_seeds": args.parallel,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "dreamer": {"overrides": dreamer_ov, "seeds": dreamer, "summary": summarise(dreamer) if dreamer else None},
+            "dqn": {"overrides": dqn_ov, "seeds": dqn, "summary": summarise(dqn) if dqn else None},
+        })
+        plot_curves("dreamer", {"Dreamer (rssm + actor_critic)": dreamer, **({"DQN": dqn} if dqn else {})},
+                    THRESHOLD)
+
+    results = run_jobs(jobs, args.parallel, on_done=write)
+    write(results, complete=True)
+
+
+def bench_planet(args) -> None:
+    ov = ["experiment=planet_cartpole", f"total_steps={args.planet_steps}"]
+    seeds = run_seeds("planet_cartpole", ov, args.planet_seeds, args.parallel)
+    write_results("dreamer_planet", {
+        "command": "python -m bench.dreamer --only planet", "overrides": ov,
+        "budget": {"env_steps": args.planet_steps}, "threshold": THRESHOLD, "seeds": seeds,
+        "summary": summarise(seeds)})
+    plot_curves("dreamer_planet", {"PlaNet (rssm gaussian + cem)": seeds}, THRESHOLD)
+
+
+def bench_carracing(args) -> None:
+    ov = ["experiment=dreamer_carracing", f"total_steps={args.carracing_steps}",
+          f"eval.every={args.carracing_steps}", "eval.episodes=1", "eval.envs=1"]
+    seeds = run_seeds("dreamer_carracing", ov, [0], 1, threshold=None)
+    write_results("dreamer_carracing", {
+        "command": "python -m bench.dreamer --only carracing", "overrides": ov,
+        "budget": {"env_steps": args.carracing_steps}, "seeds": seeds, "summary": summarise(seeds)})
+
+
+def bench_speed(args) -> None:
+    """Time per training update (world model + actor-critic) at the default size, 1 and 2 threads."""
+    code = r"""
+import json, sys, time, torch, cProfile, pstats, io
+from hydra import compose, initialize_config_dir
+from wm.config import typed
+from wm.data.replay import Replay
+from wm.envs.factory import make_env
+from wm.models.rssm import RSSM
+from wm.agents.actor_critic import ActorCritic
+import numpy as np
+torch.set_num_threads(int(sys.argv[1])); torch.manual_seed(0)
+with initialize_config_dir(config_dir=sys.argv[2], version_base="1.3"):
+    cfg = compose("train", overrides=["experiment=dreamer_cartpole"])
+env_cfg = typed(__import__("wm.envs.factory", fromlist=["EnvConfig"]).EnvConfig, cfg.env, "env")
+env = make_env(env_cfg)
+rep = Replay(10000, 1, env.observation_space, env.action_space)
+obs, _ = env.reset(seed=0); env.action_space.seed(0)
+rep.add([0], obs=obs[None], action=np.zeros(1, np.int64), reward=np.zeros(1), is_first=np.ones(1, bool), is_last=np.zeros(1, bool), is_terminal=np.zeros(1, bool))
+for t in range(2000):
+    a = env.action_space.sample(); obs, r, te, tr, _ = env.step(a)
+    rep.add([0], obs=obs[None], action=np.array([a]), reward=np.array([r]), is_first=np.zeros(1, bool), is_last=np.array([te or tr]), is_terminal=np.array([te]))
+    if te or tr:
+        obs, _ = env.reset(seed=t)
+        rep.add([0], obs=obs[None], action=np.zeros(1, np.int64), reward=np.zeros(1), is_first=np.ones(1, bool), is_last=np.zeros(1, bool), is_terminal=np.zeros(1, bool))
+m = RSSM(typed(RSSM, cfg.model, "model"), env.observation_space, env.action_space)
+ag = ActorCritic(typed(ActorCritic, cfg.agent, "agent"), env.observation_space, env.action_space, m)
+for i in range(5): m.train_step(rep, i); ag.train_step(rep, i)
+n = 40; tm = ta = 0.0
+for i in range(n):
+    t0 = time.perf_counter(); m.train_step(rep, i); t1 = time.perf_counter(); ag.train_step(rep, i); t2 = time.perf_counter()
+    tm += t1 - t0; ta += t2 - t1
+pr = cProfile.Profile(); pr.enable()
+for i in range(10): m.train_step(rep, i); ag.train_step(rep, i)
+pr.disable(); s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(8)
+top = [l.strip() for l in s.getvalue().splitlines() if "{" in l or ".py" in l][:8]
+print(json.dumps({"threads": int(sys.argv[1]), "updates": n, "model_ms": 1000 * tm / n, "agent_ms": 1000 * ta / n,
+                  "total_ms": 1000 * (tm + ta) / n, "params_model": sum(p.numel() for p in m.parameters()),
+                  "params_agent": sum(p.numel() for p in ag.parameters()), "profile_top_tottime": top}))
+"""
+    out = []
+    for threads in (1, 2):
+        load = os.getloadavg()
+        p = subprocess.run([sys.executable, "-c", code, str(threads), str(ROOT / "conf")], cwd=ROOT,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr[-3000:])
+        import json
+        rec = json.loads(p.stdout.strip().splitlines()[-1])
+        rec["loadavg_at_start"] = [round(x, 2) for x in load]
+        out.append(rec)
+        print(rec, flush=True)
+    write_results("dreamer_speed", {"command": "python -m bench.dreamer --only speed",
+                                    "config": "experiment=dreamer_cartpole (defaults of model=rssm, agent=actor_critic)",
+                                    "runs": out})
+
+
+def _cpu_of(run_dir) -> float | None:
+    """user+sys CPU seconds of the live train.py process writing run_dir (None if it is not running)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"hydra.run.dir={run_dir}".encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+        except OSError:
+            continue
+    return None
+
+
+def snapshot(args) -> None:
+    """Write bench/results/dreamer.json from the run dirs of a Dreamer/DQN benchmark that is still running
+    (or was stopped): per seed, the eval curve so far, marked incomplete. No training, no lock."""
+    import json
+
+    groups = {}
+    for name in ("dreamer_cartpole", "dqn_cartpole_10k"):
+        recs = []
+        for seed in args.seeds:
+            path = RUNS / name / f"seed{seed}" / "metrics.jsonl"
+            if not path.exists():
+                continue
+            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            points = curve(rows, "eval/return_mean")
+            last = rows[-1] if rows else {"step": 0, "time": 0}
+            recs.append({
+                "seed": seed, "complete": False, "steps_done": last["step"],
+                "cpu_seconds_so_far": _cpu_of(RUNS / name / f"seed{seed}"),
+                "wall_seconds_so_far": last.get("time"),
+                "env_steps_per_second_so_far": round(last["step"] / last["time"], 2) if last.get("time") else None,
+                "final": points[-1][1] if points else None, "best": max((v for _, v in points), default=None),
+                "steps_to_threshold": first_step_at(points, THRESHOLD), "curve": points,
+            })
+        groups[name] = recs
+    write_results("dreamer", {
+        "command": "python -m bench.dreamer --only dreamer --parallel 5 (snapshot: python -m bench.dreamer --snapshot)",
+        "complete": False,
+        "note": "snapshot of runs still in progress when the results were committed; steps_done per seed",
+        "budget": {"env_steps": args.steps, "eval_every": 1000, "eval_episodes": 10,
+                   "max_wall_seconds_per_seed_target": 1200},
+        "threshold": THRESHOLD, "parallel_seeds": 5, "omp_num_threads": "1",
+        "dreamer": {"seeds": groups["dreamer_cartpole"],
+                    "seeds_reaching_threshold_so_far": sum(r["steps_to_threshold"] is not None
+                                                           for r in groups["dreamer_cartpole"])},
+        "dqn": {"seeds": groups["dqn_cartpole_10k"]},
+    })
+    plot_curves("dreamer", {"Dreamer (rssm + actor_critic), in progress": groups["dreamer_cartpole"],
+                            **({"DQN": groups["dqn_cartpole_10k"]} if groups["dqn_cartpole_10k"] else {})}, THRESHOLD)
+
+
+SECTIONS = {"dreamer": bench_dreamer, "planet": bench_planet, "carracing": bench_carracing, "speed": bench_speed}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--no-dqn", action="store_true")
+    p.add_argument("--planet-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--planet-steps", type=int, default=3000)
+    p.add_argument("--carracing-steps", type=int, default=4000)
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--snapshot", action="store_true", help="write results from run dirs in progress and exit")
+    args = p.parse_args()
+    if args.snapshot:
+        snapshot(args)
+        return
+    if args.parallel > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"  # one torch thread per concurrent seed
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in args.only:
+            print(f"== {name}", flush=True)
+            SECTIONS[name](args)
+
+
+if __name__ == "__main__":
+    main()

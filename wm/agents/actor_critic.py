@@ -1,0 +1,269 @@
+"""Dreamer actor-critic learned in imagination on top of wm.models.rssm.RSSM.
+
+Each update starts imagined rollouts of `horizon` steps from every posterior state of the world model's
+latest training batch (B*L starts), computes lambda-returns from predicted rewards, continues and the
+(slow) critic, then updates
+- the actor: REINFORCE with advantages normalised by the 5-95 percentile return range (DreamerV3) for
+  discrete actions, or backpropagation through the learned dynamics (DreamerV1) for continuous ones
+  (`actor_grad`), plus an entropy bonus;
+- the critic: two-hot symlog regression onto the lambda-returns, regularised towards a slow EMA copy.
+World-model parameters never receive gradients from here; the imagined trajectory is detached for the
+critic and (in REINFORCE mode) for the actor's inputs.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import distributions as td
+from torch import nn
+
+from wm.models import dists
+from wm.models.nets import mlp, zero_last
+from wm.models.rssm import RSSM, Schedule
+
+try:
+    from wm.agents.base import Agent
+except ImportError:  # pragma: no cover - before the framework core lands
+    Agent = nn.Module  # type: ignore[misc,assignment]
+
+
+def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tensor:
+    """reward, cont: (H, N) for transitions t -> t+1; value: (H+1, N). Returns R_0..R_{H-1} (H, N)."""
+    H = reward.shape[0]
+    out = [value[-1]]
+    for t in reversed(range(H)):
+        out.append(reward[t] + gamma * cont[t] * ((1 - lam) * value[t + 1] + lam * out[-1]))
+    return torch.stack(out[1:][::-1], 0)
+
+
+class ActorCritic(Agent):
+    action_kinds = ("discrete", "continuous")
+    requires_model = ("rssm",)  # checked by wm.validate before anything is built
+
+    @dataclass
+    class Config:
+        name: str = "actor_critic"
+        update: Schedule = field(default_factory=lambda: Schedule(every=8, updates=1, start=500))
+        prefill: int = 500  # uniform random env steps before the policy acts
+        horizon: int = 15
+        gamma: float = 0.99
+        lam: float = 0.95
+        units: int = 64
+        layers: int = 2
+        actor_lr: float = 3e-4
+        critic_lr: float = 3e-4
+        eps: float = 1e-5
+        grad_clip: float = 100.0
+        entropy: float = 3e-4  # entropy bonus (on normalised advantages)
+        unimix: float = 0.01  # discrete actor: uniform mix
+        actor_grad: str = "auto"  # "reinforce" | "dynamics" | "auto" (reinforce if discrete else dynamics)
+        critic_head: str = "twohot"  # "twohot" | "symlog_mse" | "mse"
+        slow_decay: float = 0.98  # EMA of the slow critic per update
+        slow_reg: float = 1.0  # weight pulling the critic towards the slow critic
+        slow_target: bool = True  # bootstrap lambda-returns from the slow critic
+        return_norm: bool = True  # divide advantages by max(1, P95 - P5) of returns (EMA)
+        norm_decay: float = 0.99
+        min_std: float = 0.1  # continuous actor std range
+        max_std: float = 1.0
+        starts: int = 256  # imagination start states per update (0 = all B*L posteriors)
+
+    def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, model: RSSM | None = None,
+                 device: Any = "cpu"):
+        super().__init__()
+        if model is None or not isinstance(model, RSSM):
+            raise ValueError("agent=actor_critic learns in imagination and needs model=rssm")
+        self.cfg = cfg
+        self.__dict__["model"] = model  # not a submodule: the model checkpoints itself
+        self.device = torch.device(device)
+        self.act_space = act_space
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.act_dim = model.act_dim
+        if cfg.actor_grad not in ("auto", "reinforce", "dynamics"):
+            raise ValueError(f"agent.actor_grad must be auto, reinforce or dynamics, got {cfg.actor_grad!r}")
+        self.grad_mode = cfg.actor_grad if cfg.actor_grad != "auto" else ("reinforce" if self.discrete else "dynamics")
+        if self.discrete and self.grad_mode == "dynamics":
+            raise ValueError("agent.actor_grad=dynamics needs continuous actions")
+        if not self.discrete:
+            self.low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device)
+            self.high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device)
+        out = self.act_dim if self.discrete else 2 * self.act_dim
+        self.actor = mlp(model.feat_dim, out, cfg.units, cfg.layers)
+        cbins = 255 if cfg.critic_head == "twohot" else 1
+        self.critic = zero_last(mlp(model.feat_dim, cbins, cfg.units, cfg.layers))
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("ret_scale", torch.ones(()))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.to(self.device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.eps)
+
+    # ----- policy ------------------------------------------------------------------------------------
+    def policy(self, feat: torch.Tensor) -> td.Distribution:
+        out = self.actor(feat)
+        if self.discrete:
+            return td.OneHotCategoricalStraightThrough(logits=dists.unimix_logits(out, self.cfg.unimix), validate_args=False)
+        mean, std = out.chunk(2, -1)
+        std = (self.cfg.max_std - self.cfg.min_std) * torch.sigmoid(std + 2.0) + self.cfg.min_std
+        return td.Independent(td.Normal(torch.tanh(mean), std, validate_args=False), 1, validate_args=False)
+
+    def value(self, feat: torch.Tensor, slow: bool = False) -> torch.Tensor:
+        net = self.slow_critic if slow else self.critic
+        return dists.head_dist(net(feat), self.cfg.critic_head).mean()
+
+    def to_env(self, a: torch.Tensor) -> np.ndarray:
+        """Internal action (one-hot, or [-1, 1]^A) -> env action."""
+        if self.discrete:
+            return a.argmax(-1).cpu().numpy()
+        a = a.clamp(-1, 1)
+        return (self.low + (a + 1) / 2 * (self.high - self.low)).cpu().numpy()
+
+    def initial_state(self, n: int):
+        return None
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, state, is_first: np.ndarray, explore: bool):
+        m = self.model
+        n = len(obs)
+        if state is None:
+            state = (m.initial(n), torch.zeros(n, self.act_dim, device=self.device))
+        latent, prev = state
+        embed = m.encoder(m.preprocess(torch.as_tensor(np.asarray(obs))))
+        first = torch.as_tensor(np.asarray(is_first), device=self.device)
+        latent = m.obs_step(latent, prev, embed, first)
+        dist = self.policy(m.feat(latent))
+        if explore:
+            a = dist.sample()
+        elif self.discrete:
+            a = torch.nn.functional.one_hot(dist.probs.argmax(-1), self.act_dim).float()
+        else:
+            a = dist.mean
+        if not self.discrete:
+            a = a.clamp(-1, 1)
+        return self.to_env(a), ({"deter": latent["deter"], "stoch": latent["stoch"]}, a)
+
+    # ----- learning in imagination ---------------------------------------------------------------------
+    def imagine(self, start: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll the actor through the model's prior for `horizon` steps. Returns feats (H+1, N, F) and
+        actions (H, N, A). In REINFORCE mode nothing here carries gradients; in dynamics mode the actions
+        are reparameterised and gradients flow through the (frozen) model into the actor."""
+        m = self.model
+        state = {"deter": start["deter"], "stoch": start["stoch"]}
+        feats, actions = [m.feat(state)], []
+        grad = self.grad_mode == "dynamics"
+        with torch.set_grad_enabled(grad):
+            for _ in range(self.cfg.horizon):
+                dist = self.policy(feats[-1].detach() if not grad else feats[-1])
+                a = dist.rsample() if grad else dist.sample()
+                state = m.img_step(state, a)
+                feats.append(m.feat(state))
+                actions.append(a)
+        return torch.stack(feats), torch.stack(actions)
+
+    def train_step(self, replay, step: int) -> dict[str, float]:
+        m, c = self.model, self.cfg
+        if m.last_states is None:  # model has not trained yet this run: take posteriors of a fresh batch
+            try:
+                batch = replay.sample_sequences(m.cfg.batch, m.cfg.length)
+            except ValueError:  # too few rows for one sequence yet
+                return {}
+            with torch.no_grad():
+                _, _, post = m.loss(batch)
+                m.last_states = {k: v.detach() for k, v in post.items()}
+                m.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()
+        start = {k: m.last_states[k].reshape(-1, m.last_states[k].shape[-1]) for k in ("deter", "stoch")}
+        cont0 = m.last_cont.reshape(-1)
+        if c.starts and c.starts < len(cont0):
+            idx = torch.randperm(len(cont0), device=self.device)[: c.starts]
+            start, cont0 = {k: v[idx] for k, v in start.items()}, cont0[idx]
+
+        m.requires_grad_(False)
+        try:
+            feats, actions = self.imagine(start)
+            reward = m.reward(feats[1:]).mean()  # (H, N)
+            cont = m.cont(feats[1:]).probs
+        finally:
+            m.requires_grad_(True)
+        fd = feats.detach()
+        with torch.no_grad():
+            slow = self.value(fd, slow=True)  # (H+1, N): bootstrap targets and critic regulariser
+        vdist = dists.head_dist(self.critic(fd[:-1]), c.critic_head)
+        value = vdist.mean()  # (H, N), with grad for the critic loss; detached as the actor's baseline
+        if c.slow_target:
+            boot = slow
+        else:
+            boot = torch.cat([value.detach(), self.value(fd[-1:])], 0).detach()
+        returns = lambda_returns(reward, cont, boot, c.gamma, c.lam)  # (H, N)
+        with torch.no_grad():
+            disc = torch.cat([cont0[None], cont[:-1]], 0) * torch.cat(
+                [torch.ones_like(cont0)[None], torch.full_like(cont[:-1], c.gamma)], 0)
+            weight = torch.cumprod(disc, 0)  # (H, N): reaching state t at all, discounted
+            if c.return_norm:
+                r = returns.detach().flatten()
+                lo, hi = torch.quantile(r, 0.05), torch.quantile(r, 0.95)
+                self.ret_scale.mul_(c.norm_decay).add_((1 - c.norm_decay) * (hi - lo))
+            scale = self.ret_scale.clamp(min=1.0) if c.return_norm else torch.ones(())
+
+        # actor
+        f0 = feats[:-1]
+        policy = self.policy(f0.detach() if self.grad_mode == "reinforce" else f0)
+        ent = policy.entropy()
+        base = value.detach()
+        if self.grad_mode == "reinforce":
+            adv = ((returns.detach() - base) / scale)
+            logp = policy.log_prob(actions.detach())
+            actor_obj = logp * adv
+        else:
+            actor_obj = returns / scale
+        actor_loss = -(weight * (actor_obj + c.entropy * ent)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        agn = nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
+        self.actor_opt.step()
+
+        # critic
+        critic_loss = -vdist.log_prob(returns.detach())
+        if c.slow_reg:
+            critic_loss = critic_loss - c.slow_reg * vdist.log_prob(slow[:-1])
+        critic_loss = (weight * critic_loss).mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
+        self.critic_opt.step()
+        with torch.no_grad():
+            for p, sp in zip(self.critic.parameters(), self.slow_critic.parameters()):
+                sp.lerp_(p, 1 - c.slow_decay)
+        self.updates += 1
+        return {
+            "agent/actor_loss": actor_loss.item(),
+            "agent/critic_loss": critic_loss.item(),
+            "agent/imag_return": returns.mean().item(),
+            "agent/imag_reward": reward.mean().item(),
+            "agent/value": base.mean().item(),
+            "agent/entropy": ent.mean().item(),
+            "agent/return_scale": float(self.ret_scale),
+            "agent/actor_grad_norm": float(agn),
+            "agent/critic_grad_norm": float(cgn),
+        }
+
+    # ----- checkpointing: optimizers included ----------------------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        d = super().state_dict(*args, **kwargs)
+        if not args and "destination" not in kwargs:
+            d["_actor_opt"] = self.actor_opt.state_dict()
+            d["_critic_opt"] = self.critic_opt.state_dict()
+        return d
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state_dict = dict(state_dict)
+        a, c = state_dict.pop("_actor_opt", None), state_dict.pop("_critic_opt", None)
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if a is not None:
+            self.actor_opt.load_state_dict(a)
+        if c is not None:
+            self.critic_opt.load_state_dict(c)
+        return out

@@ -1,0 +1,129 @@
+"""PlaNet's planner: the cross-entropy method over action sequences in the RSSM's latent space.
+
+At every env step, for each env: filter the posterior with the new observation, then for `iterations`
+rounds sample `candidates` action sequences of length `horizon` from the current belief (a Gaussian per
+step for continuous actions, a categorical per step for discrete ones), roll them through the model's
+prior, score them by the predicted rewards weighted by the predicted probability of still being alive,
+and refit the belief to the `top_k` best. The first step of the final belief is executed (its mean, or its
+most likely action). There is nothing to learn here: the world model trains itself (model.train_step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm.models.rssm import RSSM, Schedule
+
+try:
+    from wm.agents.base import Agent
+except ImportError:  # pragma: no cover - before the framework core lands
+    Agent = nn.Module  # type: ignore[misc,assignment]
+
+
+class CEM(Agent):
+    action_kinds = ("discrete", "continuous")
+    requires_model = ("rssm",)  # checked by wm.validate before anything is built
+
+    @dataclass
+    class Config:
+        name: str = "cem"
+        update: Schedule = field(default_factory=lambda: Schedule(every=1000000000, updates=0, start=0))
+        prefill: int = 500
+        horizon: int = 10
+        candidates: int = 100
+        iterations: int = 4
+        top_k: int = 10
+        gamma: float = 0.99
+        explore_noise: float = 0.3  # continuous: Gaussian noise on the executed action when exploring
+        explore_eps: float = 0.1  # discrete: chance of a uniform random action when exploring
+        smoothing: float = 0.05  # discrete: uniform mix into each refitted categorical
+
+    def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, model: RSSM | None = None,
+                 device: Any = "cpu"):
+        super().__init__()
+        if model is None or not isinstance(model, RSSM):
+            raise ValueError("agent=cem plans in a latent model and needs model=rssm")
+        self.cfg = cfg
+        self.__dict__["model"] = model
+        self.device = torch.device(device)
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.act_dim = model.act_dim
+        if not self.discrete:
+            self.low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device)
+            self.high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device)
+
+    def initial_state(self, n: int):
+        return None
+
+    @torch.no_grad()
+    def score(self, start: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        """start: states (N, ...); actions (N, H, A) internal actions -> (N,) predicted discounted return."""
+        m, state = self.model, start
+        total = torch.zeros(actions.shape[0], device=self.device)
+        alive = torch.ones_like(total)
+        for t in range(actions.shape[1]):
+            state = m.img_step(state, actions[:, t])
+            f = m.feat(state)
+            total += alive * self.cfg.gamma**t * m.reward(f).mean()
+            alive = alive * m.cont(f).probs
+        return total
+
+    @torch.no_grad()
+    def plan(self, latent: dict[str, torch.Tensor]) -> torch.Tensor:
+        """latent: (n, ...) posterior states -> (n, A) internal first actions."""
+        c, n, A, H, C = self.cfg, latent["deter"].shape[0], self.act_dim, self.cfg.horizon, self.cfg.candidates
+        start = {k: v.repeat_interleave(C, 0) for k, v in latent.items() if k in ("deter", "stoch")}
+        if self.discrete:
+            probs = torch.full((n, H, A), 1.0 / A, device=self.device)
+        else:
+            mean = torch.zeros(n, H, A, device=self.device)
+            std = torch.ones(n, H, A, device=self.device)
+        for _ in range(c.iterations):
+            if self.discrete:
+                idx = torch.multinomial(probs.reshape(-1, A), C, replacement=True)  # (n*H, C)
+                idx = idx.reshape(n, H, C).permute(0, 2, 1)  # (n, C, H)
+                acts = F.one_hot(idx, A).float()
+            else:
+                acts = (mean[:, None] + std[:, None] * torch.randn(n, C, H, A, device=self.device)).clamp(-1, 1)
+            ret = self.score(start, acts.reshape(n * C, H, A)).reshape(n, C)
+            top = ret.topk(c.top_k, dim=1).indices  # (n, k)
+            elite = torch.gather(acts, 1, top[:, :, None, None].expand(-1, -1, H, A))  # (n, k, H, A)
+            if self.discrete:
+                probs = (1 - c.smoothing) * elite.mean(1) + c.smoothing / A
+            else:
+                mean, std = elite.mean(1), elite.std(1, unbiased=False).clamp(min=1e-3)
+        if self.discrete:
+            return F.one_hot(probs[:, 0].argmax(-1), A).float()
+        return mean[:, 0]
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, state, is_first: np.ndarray, explore: bool):
+        m = self.model
+        n = len(obs)
+        if state is None:
+            state = (m.initial(n), torch.zeros(n, self.act_dim, device=self.device))
+        latent, prev = state
+        embed = m.encoder(m.preprocess(torch.as_tensor(np.asarray(obs))))
+        latent = m.obs_step(latent, prev, embed, torch.as_tensor(np.asarray(is_first), device=self.device))
+        a = self.plan(latent)
+        if explore:
+            if self.discrete:
+                rand = torch.rand(n, device=self.device) < self.cfg.explore_eps
+                ra = F.one_hot(torch.randint(0, self.act_dim, (n,), device=self.device), self.act_dim).float()
+                a = torch.where(rand[:, None], ra, a)
+            else:
+                a = (a + self.cfg.explore_noise * torch.randn_like(a)).clamp(-1, 1)
+        if self.discrete:
+            env_a = a.argmax(-1).cpu().numpy()
+        else:
+            env_a = (self.low + (a + 1) / 2 * (self.high - self.low)).cpu().numpy()
+        return env_a, ({"deter": latent["deter"], "stoch": latent["stoch"]}, a)
+
+    def train_step(self, replay, step: int) -> dict[str, float]:
+        return {}
