@@ -9,9 +9,10 @@ import wm.cli
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     wm.cli.task_started()
-    import wm.run  # heavy (torch, gymnasium): only once the command line is known to be valid
+    from wm import run  # heavy (torch, gymnasium): only once the command line is known to be valid
+    # (`import wm.run` here would make `wm` a local name and break the line above)
 
-    return wm.run.main(cfg)
+    return run.main(cfg)
 
 
 if __name__ == "__main__":
