@@ -18,6 +18,7 @@ from bench.common import RESULTS, RUNS, plot_curves, read_run, spread, train_see
 
 THRESHOLD = -150.0
 PRESETS = {"dqn": "dqn_mountaincar", "rnd": "rnd_mountaincar", "icm": "icm_mountaincar"}
+LABELS = {"dqn": "DQN", "rnd": "DQN+RND", "icm": "DQN+ICM"}
 
 
 def exploration(name: str, seed: int) -> dict:
@@ -42,32 +43,35 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=100_000)
     args = p.parse_args()
-    results, groups = {}, {}
-    for variant in args.variants:  # seeds interleaved per variant would be fairer under load; kept simple
-        name = f"curiosity_{variant}"
-        overrides = [f"experiment={PRESETS[variant]}", f"total_steps={args.steps}", "device=cpu",
-                     "device.threads=1"]
-        seeds = []
-        for s in args.seeds:
-            rec = train_seed(name, overrides, s, THRESHOLD)
+    results, groups = {}, {v: [] for v in args.variants}
+    for s in args.seeds:  # seeds outer, variants inner: a stopped benchmark still has them side by side
+        for variant in args.variants:
+            name = f"curiosity_{variant}"
+            rec = train_seed(name, overrides(variant, args.steps), s, THRESHOLD)
             rec.update(exploration(name, s))
-            seeds.append(rec)
-        groups[variant.upper() if variant == "dqn" else f"DQN+{variant.upper()}"] = seeds
-        results[variant] = {
-            "overrides": overrides, "seeds": seeds,
-            "summary": {
-                "seeds_reaching_threshold": sum(r["steps_to_threshold"] is not None for r in seeds),
-                "n_seeds": len(seeds), "steps_to_threshold": spread([r["steps_to_threshold"] for r in seeds]),
-                "final_return": spread([r["final"] for r in seeds]),
-                "first_goal_step": spread([r["first_goal_step"] for r in seeds]),
-                "coverage_final": spread([r["coverage_final"] for r in seeds]),
-                "wall_seconds": spread([r["wall_seconds"] for r in seeds]),
-                "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds]),
-            },
-        }
-        write_results("curiosity_mountaincar", _payload(args, results))  # partial results survive a stop
-    write_results("curiosity_mountaincar", _payload(args, results))
-    plot_curves("curiosity_mountaincar", groups, THRESHOLD)
+            groups[variant].append(rec)
+            results[variant] = summarize(variant, args.steps, groups[variant])
+            write_results("curiosity_mountaincar", _payload(args, results))  # partial results survive a stop
+    plot_curves("curiosity_mountaincar", {LABELS[v]: recs for v, recs in groups.items()}, THRESHOLD)
+
+
+def overrides(variant: str, steps: int) -> list[str]:
+    return [f"experiment={PRESETS[variant]}", f"total_steps={steps}", "device=cpu", "device.threads=1"]
+
+
+def summarize(variant: str, steps: int, seeds: list[dict]) -> dict:
+    return {
+        "overrides": overrides(variant, steps), "seeds": seeds,
+        "summary": {
+            "seeds_reaching_threshold": sum(r["steps_to_threshold"] is not None for r in seeds),
+            "n_seeds": len(seeds), "steps_to_threshold": spread([r["steps_to_threshold"] for r in seeds]),
+            "final_return": spread([r["final"] for r in seeds]),
+            "first_goal_step": spread([r["first_goal_step"] for r in seeds]),
+            "coverage_final": spread([r["coverage_final"] for r in seeds]),
+            "wall_seconds": spread([r["wall_seconds"] for r in seeds]),
+            "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds]),
+        },
+    }
 
 
 def _payload(args, results: dict) -> dict:
