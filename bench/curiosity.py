@@ -52,7 +52,8 @@ def main() -> None:
             groups[variant].append(rec)
             results[variant] = summarize(variant, args.steps, groups[variant])
             write_results("curiosity_mountaincar", _payload(args, results))  # partial results survive a stop
-    plot_curves("curiosity_mountaincar", {LABELS[v]: recs for v, recs in groups.items()}, THRESHOLD)
+            plot_curves("curiosity_mountaincar", {LABELS[v]: recs for v, recs in groups.items() if recs},
+                        THRESHOLD)
 
 
 def overrides(variant: str, steps: int) -> list[str]:
