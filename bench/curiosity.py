@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
 
+import bench.common
 from bench.common import RESULTS, RUNS, plot_curves, read_run, spread, train_seed, write_results
 
 THRESHOLD = -150.0
@@ -42,13 +44,17 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["rnd", "dqn"], choices=sorted(PRESETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--no-lock", action="store_true",
+                   help="do not queue on /tmp/wm-bench.lock (other benches' runs may overlap: timings noisier)")
     args = p.parse_args()
+    if args.no_lock:  # train_seed still serialises our own runs, on a private lock
+        bench.common.LOCK = Path("/tmp/wm-bench-curiosity.lock")
     results, groups = {}, {v: [] for v in args.variants}
     for s in args.seeds:  # seeds outer, variants inner: a stopped benchmark still has them side by side
         for variant in args.variants:
             name = f"curiosity_{variant}"
             rec = train_seed(name, overrides(variant, args.steps), s, THRESHOLD)
-            rec.update(exploration(name, s))
+            rec.update(exploration(name, s), shared_bench_lock=not args.no_lock)
             groups[variant].append(rec)
             results[variant] = summarize(variant, args.steps, groups[variant])
             write_results("curiosity_mountaincar", _payload(args, results))  # partial results survive a stop
@@ -79,7 +85,7 @@ def _payload(args, results: dict) -> dict:
     seeds = " ".join(map(str, args.seeds))
     return {
         "command": f"python -m bench.curiosity --variants {' '.join(args.variants)} --seeds {seeds} "
-                   f"--steps {args.steps}",
+                   f"--steps {args.steps}" + (" --no-lock" if args.no_lock else ""),
         "budget": {"env_steps": args.steps, "eval_every": 5000, "eval_episodes": 10},
         "threshold": THRESHOLD, "note": "machine shared with other jobs; see loadavg per seed",
         "variants": results,
