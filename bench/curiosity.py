@@ -27,7 +27,7 @@ def exploration(name: str, seed: int) -> dict:
     """First goal step, final coverage and the last visitation image of one finished run."""
     run_dir = RUNS / name / f"seed{seed}"
     rows = read_run(run_dir)["rows"]
-    last = lambda key: next((r[key] for r in reversed(rows) if key in r), None)  # noqa: E731
+    last = lambda key: next((r[key] for r in reversed(rows) if key in r), None)
     goal = last("intrinsic/first_goal_step")
     image = last("intrinsic/visits")
     copy = None

@@ -167,7 +167,7 @@ class Intrinsic(nn.Module):
             if len(steps) == 0:
                 continue
             prev, cur = (steps - 1) % replay.size, steps % replay.size
-            t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+            t = lambda a: torch.as_tensor(a, device=self.device)
             bonus = self.cfg.scale * self.normalized(
                 self.raw_reward(t(d["obs"][e, prev]), t(d["action"][e, cur]), t(d["obs"][e, cur]))).cpu().numpy()
             for i, row in enumerate(cur):  # rows in time order: accumulate, close episodes at is_last
