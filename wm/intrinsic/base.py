@@ -12,6 +12,12 @@ Subclasses implement ``raw_reward(obs, action, next_obs) -> (B,)`` (no grad) and
 ``loss(obs, action, next_obs) -> scalar``; shapes: obs/next_obs (B, *obs_shape) as stored by the replay,
 action (B,) integer. ``none`` adds nothing but still keeps the exploration statistics, so a plain DQN run
 reports the same coverage as a curious one.
+
+Logged (keys "intrinsic/..."): loss, reward_raw, bonus; episode_intrinsic_return / episode_extrinsic_return
+(mean over the episodes that ended since the last log); coverage (fraction of grid-world cells, or of bins
+of the first two observation dims, visited); first_goal_step: the env step of the first true terminal, which
+is the goal in sparse-reward tasks such as MountainCar (in CartPole it would be the first failure); and,
+after evaluations, the visitation image coverage/visits_<step>.png.
 """
 
 from __future__ import annotations
