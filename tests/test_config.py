@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import CONF, compose_cfg
 from wm.validate import validate
 
-GROUPS = ["env", "model", "agent", "device", "logger", "experiment"]
+GROUPS = ["env", "model", "agent", "intrinsic", "device", "logger", "experiment"]
 
 
 def options(group: str) -> list[str]:

@@ -90,8 +90,12 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
         obs_space, act_space = plan.spaces
         model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space,
                                device=plan.device) if plan.model_cls else None
+        extra = {}
+        if plan.intrinsic_cls is not None:
+            extra["intrinsic"] = plan.intrinsic_cls(plan.intrinsic, obs_space=obs_space, act_space=act_space,
+                                                    device=plan.device)
         agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model,
-                               device=plan.device)
+                               device=plan.device, **extra)
         return OnlineLoop(settings, plan.env, agent, model, logger, plan.device, progress=progress)
     if plan.loop == "supervised":
         data = plan.env_cls(plan.env, seed=r.seed)

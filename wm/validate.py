@@ -67,7 +67,7 @@ class RunConfig:
         positive(self, "seed", allow_zero=True)
 
 
-GROUPS = ("env", "model", "agent", "device", "logger")
+GROUPS = ("env", "model", "agent", "device", "logger", "intrinsic")
 
 
 @dataclass
@@ -83,6 +83,8 @@ class Plan:
     logger: LoggerConfig
     loop: str
     spaces: Optional[tuple[gym.Space, gym.Space]] = None
+    intrinsic_cls: Optional[type] = None  # built only for agents with `takes_intrinsic`
+    intrinsic: Any = None
 
 
 def options(group: str) -> list[str]:
@@ -120,6 +122,8 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     env = typed(env_cls, cfg.env, "env")
     model = typed(model_cls, cfg.model, "model") if model_cls else None
     agent = typed(agent_cls, cfg.agent, "agent") if agent_cls else None
+    intrinsic_cls = target_class(cfg.intrinsic, "intrinsic") if "intrinsic" in cfg else None
+    intrinsic = typed(intrinsic_cls, cfg.intrinsic, "intrinsic") if intrinsic_cls else None
     loop = getattr(model_cls, "loop", "online")
     names = f"env={_choice(cfg, 'env')} model={_choice(cfg, 'model')} agent={_choice(cfg, 'agent')}"
 
@@ -145,6 +149,13 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
         if needs and _choice(cfg, "model") not in needs:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} acts through a learned world model; "
                               f"use model={' or model='.join(needs)}")
+        takes = getattr(agent_cls, "takes_intrinsic", False)
+        chosen = _choice(cfg, "intrinsic") if "intrinsic" in cfg else "none"
+        if not takes and chosen != "none":
+            raise ConfigError(f"{names}: intrinsic={chosen} needs an agent that takes "
+                              f"intrinsic rewards; valid: agent=dqn, or intrinsic=none")
+        if not takes:
+            intrinsic_cls = intrinsic = None
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")
@@ -160,7 +171,8 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
 
     if run.resume:
         _check_resume(cfg, run_dir)
-    return Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces)
+    return Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces,
+                intrinsic_cls, intrinsic)
 
 
 def _check_resume(cfg: DictConfig, run_dir: Path) -> None:
@@ -170,7 +182,8 @@ def _check_resume(cfg: DictConfig, run_dir: Path) -> None:
                           f"pass hydra.run.dir=<an earlier run dir> with the same overrides")
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     now = OmegaConf.to_container(cfg, resolve=True)
-    changed = [k for k in ("seed", "env", "model", "agent", "replay") if k in saved and saved[k] != now.get(k)]
+    keys = ("seed", "env", "model", "agent", "intrinsic", "replay")
+    changed = [k for k in keys if k in saved and saved[k] != now.get(k)]
     if changed:
         raise ConfigError(f"resume=true with different {', '.join(changed)} than the run in {run_dir} was started "
                           f"with; use the same overrides (see {run_dir / 'config.yaml'})")

@@ -2,7 +2,8 @@
 epsilon schedule and gradient clipping.
 
 Reads top to bottom: ``act`` picks epsilon-greedy actions, ``train_step`` does one gradient step on a
-replay batch. With ``model=dyna`` the batch mixes in transitions imagined by the learned model.
+replay batch. With ``model=dyna`` the batch mixes in transitions imagined by the learned model; with an
+``intrinsic`` module (conf/intrinsic/) the batch's rewards get its curiosity bonus.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ class DQNConfig:
 class DQN(Agent):
     Config = DQNConfig
     action_kinds = ("discrete",)
+    takes_intrinsic = True
 
     def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.Space, model=None,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", intrinsic=None):
         super().__init__()
         self.cfg, self.model, self.device = cfg, model, torch.device(device)
+        self.intrinsic = intrinsic  # wm.intrinsic module or None
         self.n_actions = int(act_space.n)
         self.encoder = ObsEncoder(obs_space)
         self.q = mlp([self.encoder.dim, *cfg.hidden, self.n_actions]).to(self.device)
@@ -102,6 +105,9 @@ class DQN(Agent):
         batch = replay.sample_transitions(self.cfg.batch_size)
         if self.model is not None and hasattr(self.model, "imagine"):
             batch = self.model.imagine(batch, replay)
+        if self.intrinsic is not None:
+            self.explore_stats = self.intrinsic.observe(replay)
+            batch = self.intrinsic(batch)
         return batch
 
     def train_step(self, replay, step):
@@ -123,8 +129,16 @@ class DQN(Agent):
         self.updates += 1
         if self.updates % self.cfg.target_update == 0:
             self.q_target.load_state_dict(self.q.state_dict())
-        return {"train/q_loss": loss.item(), "train/q_mean": q.mean().item(),
-                "train/grad_norm": grad_norm.item(), "train/epsilon": self.epsilon()}
+        stats = {"train/q_loss": loss.item(), "train/q_mean": q.mean().item(),
+                 "train/grad_norm": grad_norm.item(), "train/epsilon": self.epsilon()}
+        if self.intrinsic is not None:
+            stats.update(self.intrinsic.stats, **self.explore_stats)
+        return stats
+
+    def artifacts(self, run_dir, logger, step: int) -> None:
+        """Called by the loop after each evaluation: the intrinsic module's coverage image."""
+        if self.intrinsic is not None:
+            self.intrinsic.artifacts(run_dir, logger, step)
 
     def state_dict(self, *args, **kwargs):
         return {"nets": super().state_dict(), "optim": self.optim.state_dict(), "updates": self.updates,

@@ -196,6 +196,8 @@ class OnlineLoop:
         self.logger.log(metrics, self.step)
         if frames:
             self._write_video(frames)
+        if hasattr(self.agent, "artifacts"):  # e.g. state-visitation images
+            self.agent.artifacts(Path(self.logger.run_dir), self.logger, self.step)
 
     def _write_video(self, frames: list[np.ndarray]) -> None:
         path = Path(self.logger.run_dir) / "videos" / f"eval_{self.step:08d}.mp4"

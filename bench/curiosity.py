@@ -1,0 +1,96 @@
+"""Curiosity on MountainCar-v0: DQN with RND / ICM against plain DQN at the same budget (100k env steps).
+
+Per seed: env steps until eval/return_mean >= -150 (or null), final eval return, wall time, env steps/s,
+the first env step at which a training episode reached the goal, the final state-visitation coverage and
+the eval curve. Each run's position x velocity visitation images stay in its run dir
+(outputs/bench/curiosity_<variant>/seed<N>/coverage/); the final ones are copied next to the results.
+
+    python -m bench.curiosity                                   # rnd + dqn, 5 seeds each
+    python -m bench.curiosity --variants rnd icm dqn --seeds 0 1 --steps 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import bench.common
+from bench.common import RESULTS, RUNS, plot_curves, read_run, spread, train_seed, write_results
+
+THRESHOLD = -150.0
+PRESETS = {"dqn": "dqn_mountaincar", "rnd": "rnd_mountaincar", "icm": "icm_mountaincar"}
+LABELS = {"dqn": "DQN", "rnd": "DQN+RND", "icm": "DQN+ICM"}
+
+
+def exploration(name: str, seed: int) -> dict:
+    """First goal step, final coverage and the last visitation image of one finished run."""
+    run_dir = RUNS / name / f"seed{seed}"
+    rows = read_run(run_dir)["rows"]
+    last = lambda key: next((r[key] for r in reversed(rows) if key in r), None)
+    goal = last("intrinsic/first_goal_step")
+    image = last("intrinsic/visits")
+    copy = None
+    if image:
+        copy = RESULTS / f"{name}_seed{seed}_visits.png"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / image, copy)
+    return {"first_goal_step": None if goal is None else int(goal), "coverage_final": last("intrinsic/coverage"),
+            "visits_png": None if copy is None else copy.name}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--variants", nargs="+", default=["rnd", "dqn"], choices=sorted(PRESETS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--no-lock", action="store_true",
+                   help="do not queue on /tmp/wm-bench.lock (other benches' runs may overlap: timings noisier)")
+    args = p.parse_args()
+    if args.no_lock:  # train_seed still serialises our own runs, on a private lock
+        bench.common.LOCK = Path("/tmp/wm-bench-curiosity.lock")
+    results, groups = {}, {v: [] for v in args.variants}
+    for s in args.seeds:  # seeds outer, variants inner: a stopped benchmark still has them side by side
+        for variant in args.variants:
+            name = f"curiosity_{variant}"
+            rec = train_seed(name, overrides(variant, args.steps), s, THRESHOLD)
+            rec.update(exploration(name, s), shared_bench_lock=not args.no_lock)
+            groups[variant].append(rec)
+            results[variant] = summarize(variant, args.steps, groups[variant])
+            write_results("curiosity_mountaincar", _payload(args, results))  # partial results survive a stop
+            plot_curves("curiosity_mountaincar", {LABELS[v]: recs for v, recs in groups.items() if recs},
+                        THRESHOLD)
+
+
+def overrides(variant: str, steps: int) -> list[str]:
+    return [f"experiment={PRESETS[variant]}", f"total_steps={steps}", "device=cpu", "device.threads=1"]
+
+
+def summarize(variant: str, steps: int, seeds: list[dict]) -> dict:
+    return {
+        "overrides": overrides(variant, steps), "seeds": seeds,
+        "summary": {
+            "seeds_reaching_threshold": sum(r["steps_to_threshold"] is not None for r in seeds),
+            "n_seeds": len(seeds), "steps_to_threshold": spread([r["steps_to_threshold"] for r in seeds]),
+            "final_return": spread([r["final"] for r in seeds]),
+            "first_goal_step": spread([r["first_goal_step"] for r in seeds]),
+            "coverage_final": spread([r["coverage_final"] for r in seeds]),
+            "wall_seconds": spread([r["wall_seconds"] for r in seeds]),
+            "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds]),
+        },
+    }
+
+
+def _payload(args, results: dict) -> dict:
+    seeds = " ".join(map(str, args.seeds))
+    return {
+        "command": f"python -m bench.curiosity --variants {' '.join(args.variants)} --seeds {seeds} "
+                   f"--steps {args.steps}" + (" --no-lock" if args.no_lock else ""),
+        "budget": {"env_steps": args.steps, "eval_every": 5000, "eval_episodes": 10},
+        "threshold": THRESHOLD, "note": "machine shared with other jobs; see loadavg per seed",
+        "variants": results,
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Intrinsic rewards (curiosity) for off-policy agents, and the exploration statistics every run logs.
+
+An intrinsic module sits between the replay and the agent's update. The agent calls, for every update:
+
+    intrinsic.observe(replay)    # scan the rows added since the last call: observation normaliser,
+                                 # visitation counts, per-episode intrinsic/extrinsic returns, first goal
+    batch = intrinsic(batch)     # one training step of the module on the batch; returns the batch with
+                                 # reward = extrinsic + scale * normalised intrinsic (and, non-episodic,
+                                 # terminal cleared)
+
+Subclasses implement ``raw_reward(obs, action, next_obs) -> (B,)`` (no grad) and
+``loss(obs, action, next_obs) -> scalar``; shapes: obs/next_obs (B, *obs_shape) as stored by the replay,
+action (B,) integer. ``none`` adds nothing but still keeps the exploration statistics, so a plain DQN run
+reports the same coverage as a curious one.
+
+Logged (keys "intrinsic/..."): loss, reward_raw, bonus; episode_intrinsic_return / episode_extrinsic_return
+(mean over the episodes that ended since the last log); coverage (fraction of grid-world cells, or of bins
+of the first two observation dims, visited); first_goal_step: the env step of the first true terminal, which
+is the goal in sparse-reward tasks such as MountainCar (in CartPole it would be the first failure); and,
+after evaluations, the visitation image coverage/visits_<step>.png.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm.config import positive, require
+
+
+@dataclass
+class IntrinsicConfig:
+    scale: float = 0.0          # reward = extrinsic + scale * intrinsic
+    episodic: bool = True       # False: clear `terminal`, so the (intrinsic) return flows across episode ends
+    normalize: str = "std"      # "std": divide intrinsic rewards by their running std; "none": raw
+    obs_norm: bool = True       # feed the module observations standardised by running mean/std (clip +-5)
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    lr: float = 1e-3
+    coverage_bins: int = 40     # per axis of the 2-D visitation histogram (Box observations)
+    plot_every: int = 25000     # a visitation image after the first evaluation past each multiple of this
+
+    def check(self) -> None:
+        positive(self, "scale", allow_zero=True)
+        positive(self, "lr", "coverage_bins", "plot_every")
+        require(self.normalize in ("std", "none"), "normalize", f"valid: std, none (got {self.normalize!r})")
+        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance over the leading axis (parallel-variance merge of batches)."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().double().reshape(-1, *self.mean.shape)
+        if len(x) == 0:
+            return
+        b_mean, b_var, n = x.mean(0), x.var(0, unbiased=False), len(x)
+        delta, total = b_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return (self.var + 1e-8).sqrt()
+
+
+def one_hot(action: torch.Tensor, n: int) -> torch.Tensor:
+    return F.one_hot(action.long(), n).float()
+
+
+class Intrinsic(nn.Module):
+    """Base: observation features, reward normalisation and exploration statistics."""
+
+    Config = IntrinsicConfig
+
+    def __init__(self, cfg: IntrinsicConfig, obs_space: gym.Space, act_space: gym.Space,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        from wm.agents.dqn import ObsEncoder  # the agents' flat / one-hot observation features
+
+        self.cfg, self.device = cfg, torch.device(device)
+        self.obs_space, self.n_actions = obs_space, int(act_space.n)
+        self.encoder = ObsEncoder(obs_space)
+        self.obs_dim = self.encoder.dim
+        self.box = isinstance(obs_space, gym.spaces.Box)
+        self.obs_rms = RunningMeanStd((self.obs_dim,)) if self.box else None
+        self.reward_rms = RunningMeanStd()
+        self.optim: torch.optim.Optimizer | None = None  # subclasses create it after their networks
+        # exploration statistics, filled by observe()
+        self.counts = self._empty_counts()
+        self.cursor: np.ndarray | None = None  # replay rows scanned per env
+        self.env_steps: np.ndarray | None = None  # real steps seen per env
+        self.ep_int: np.ndarray | None = None
+        self.ep_ext: np.ndarray | None = None
+        self.first_goal_step = -1
+        self.last_plot = -1
+        self.stats: dict[str, float] = {}
+
+    # ---- what subclasses implement ---------------------------------------------------------------
+    def raw_reward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(obs), device=obs.device)
+
+    def loss(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    # ---- features --------------------------------------------------------------------------------
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.encoder(obs)
+        if self.cfg.obs_norm and self.obs_rms is not None:
+            x = ((x - self.obs_rms.mean.float()) / self.obs_rms.std.float()).clamp(-5.0, 5.0)
+        return x
+
+    def normalized(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw / self.reward_rms.std.float() if self.cfg.normalize == "std" else raw
+
+    # ---- the agent's hook ------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Train on ``batch`` once and return it with the scaled intrinsic reward added."""
+        obs, action, next_obs = batch["obs"], batch["action"], batch["next_obs"]
+        with torch.no_grad():
+            raw = self.raw_reward(obs, action, next_obs)
+        self.reward_rms.update(raw)
+        bonus = self.cfg.scale * self.normalized(raw)
+        loss = self.loss(obs, action, next_obs)
+        stats = {}
+        if loss is not None:
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optim.step()
+            stats["intrinsic/loss"] = loss.item()
+        out = dict(batch, reward=batch["reward"].float() + bonus)
+        if not self.cfg.episodic:
+            out["terminal"] = torch.zeros_like(batch["terminal"])
+        self.stats = {**stats, "intrinsic/reward_raw": raw.mean().item(), "intrinsic/bonus": bonus.mean().item()}
+        return out
+
+    @torch.no_grad()
+    def observe(self, replay) -> dict[str, float]:
+        """Scan the replay rows written since the last call; returns per-episode stats of episodes ended."""
+        d, n = replay.data, replay.num_envs
+        if self.cursor is None:
+            self.cursor, self.env_steps = np.zeros(n, np.int64), np.zeros(n, np.int64)
+            self.ep_int, self.ep_ext = np.zeros(n), np.zeros(n)
+        ended_int, ended_ext = [], []
+        for e in range(n):
+            start = max(int(self.cursor[e]), int(replay.count[e]) - replay.size)
+            rows = np.arange(start, int(replay.count[e]))
+            self.cursor[e] = replay.count[e]
+            if len(rows) == 0:
+                continue
+            idx = rows % replay.size
+            obs = d["obs"][e, idx]
+            self._count(obs)
+            if self.obs_rms is not None:
+                self.obs_rms.update(self.encoder(torch.as_tensor(obs)))
+            steps = rows[~d["is_first"][e, idx]]
+            steps = steps[steps >= 1]
+            if len(steps) == 0:
+                continue
+            prev, cur = (steps - 1) % replay.size, steps % replay.size
+            t = lambda a: torch.as_tensor(a, device=self.device)
+            bonus = self.cfg.scale * self.normalized(
+                self.raw_reward(t(d["obs"][e, prev]), t(d["action"][e, cur]), t(d["obs"][e, cur]))).cpu().numpy()
+            for i, row in enumerate(cur):  # rows in time order: accumulate, close episodes at is_last
+                self.env_steps[e] += 1
+                self.ep_int[e] += bonus[i]
+                self.ep_ext[e] += d["reward"][e, row]
+                if d["is_terminal"][e, row] and self.first_goal_step < 0:
+                    self.first_goal_step = int(self.env_steps[e] * n)  # envs step in lockstep
+                if d["is_last"][e, row]:
+                    ended_int.append(self.ep_int[e])
+                    ended_ext.append(self.ep_ext[e])
+                    self.ep_int[e] = self.ep_ext[e] = 0.0
+        out = {"intrinsic/coverage": self.coverage()}
+        if ended_int:
+            out["intrinsic/episode_intrinsic_return"] = float(np.mean(ended_int))
+            out["intrinsic/episode_extrinsic_return"] = float(np.mean(ended_ext))
+        if self.first_goal_step >= 0:
+            out["intrinsic/first_goal_step"] = float(self.first_goal_step)
+        return out
+
+    # ---- coverage --------------------------------------------------------------------------------
+    def _grid(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Bin edges of the first two observation dims, for Box spaces with finite bounds."""
+        s = self.obs_space
+        if not self.box or s.shape is None or len(s.shape) != 1 or s.shape[0] < 2:
+            return None
+        lo, hi = s.low[:2].astype(np.float64), s.high[:2].astype(np.float64)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            return None
+        b = self.cfg.coverage_bins
+        return np.linspace(lo[0], hi[0], b + 1), np.linspace(lo[1], hi[1], b + 1)
+
+    def _empty_counts(self) -> np.ndarray | None:
+        if isinstance(self.obs_space, gym.spaces.Discrete):
+            return np.zeros(self.obs_space.n, np.int64)
+        return None if self._grid() is None else np.zeros((self.cfg.coverage_bins,) * 2, np.int64)
+
+    def _count(self, obs: np.ndarray) -> None:
+        if self.counts is None:
+            return
+        if self.counts.ndim == 1:
+            np.add.at(self.counts, obs.astype(np.int64), 1)
+        else:
+            ex, ey = self._grid()
+            h, _, _ = np.histogram2d(obs[:, 0], obs[:, 1], bins=(ex, ey))
+            self.counts += h.astype(np.int64)
+
+    def coverage(self) -> float:
+        """Fraction of cells (grid worlds) or histogram bins (first two obs dims) visited at least once."""
+        return float("nan") if self.counts is None else float((self.counts > 0).mean())
+
+    def artifacts(self, run_dir: Path, logger, step: int) -> None:
+        """Log coverage; for 2-D histograms also write coverage/visits_<step>.png and register it."""
+        if self.counts is None:
+            return
+        logger.log({"intrinsic/coverage": self.coverage()}, step)
+        if self.counts.ndim != 2 or step // self.cfg.plot_every <= self.last_plot // self.cfg.plot_every:
+            return
+        self.last_plot = step
+        path = Path(run_dir) / "coverage" / f"visits_{step:08d}.png"
+        path.parent.mkdir(exist_ok=True)
+        plot_visits(self.counts, self._grid(), path, f"{type(self).__name__} step {step}: "
+                    f"coverage {self.coverage():.1%}")
+        logger.log_file("intrinsic/visits", path, "image", step)
+
+    # ---- checkpoint ------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"optim": None if self.optim is None else self.optim.state_dict(), "counts": self.counts,
+                "cursor": self.cursor, "env_steps": self.env_steps, "ep_int": self.ep_int, "ep_ext": self.ep_ext,
+                "first_goal_step": self.first_goal_step, "last_plot": self.last_plot}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if self.optim is not None:
+            self.optim.load_state_dict(state["optim"])
+        for key in ("counts", "cursor", "env_steps", "ep_int", "ep_ext", "first_goal_step", "last_plot"):
+            setattr(self, key, state[key])
+
+
+class NoIntrinsic(Intrinsic):
+    """``intrinsic=none``: no bonus, the batch passes unchanged; exploration statistics are still kept."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.stats = {}
+        return batch
+
+
+def plot_visits(counts: np.ndarray, edges: tuple[np.ndarray, np.ndarray], path: Path, title: str,
+                labels: tuple[str, str] = ("position", "velocity")) -> None:
+    """log(1 + visits) over the first two observation dims (MountainCar: position x velocity)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    ex, ey = edges
+    im = ax.imshow(np.log1p(counts.T), origin="lower", aspect="auto", cmap="viridis",
+                   extent=(ex[0], ex[-1], ey[0], ey[-1]))
+    fig.colorbar(im, ax=ax, label="log(1 + visits)")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

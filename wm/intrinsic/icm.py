@@ -1,0 +1,61 @@
+"""ICM (Pathak et al. 2017): features phi(s) are learned by an inverse model that predicts the action
+from (phi(s), phi(s')); a forward model predicts phi(s') from (phi(s), a), and its error is the bonus.
+Features only keep what the agent's actions influence. Loss = (1 - beta) * inverse CE + beta * forward MSE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from wm.agents.dqn import mlp
+from wm.config import positive, require
+from wm.intrinsic.base import Intrinsic, IntrinsicConfig, one_hot
+
+
+@dataclass
+class ICMConfig(IntrinsicConfig):
+    scale: float = 1.0
+    feature_dim: int = 32
+    beta: float = 0.2  # weight of the forward loss against the inverse loss
+
+    def check(self) -> None:
+        super().check()
+        positive(self, "feature_dim")
+        require(0 <= self.beta <= 1, "beta", f"must be in [0, 1] (got {self.beta})")
+
+
+class ICM(Intrinsic):
+    Config = ICMConfig
+
+    def __init__(self, cfg: ICMConfig, obs_space, act_space, device="cpu"):
+        super().__init__(cfg, obs_space, act_space, device)
+        self.phi = mlp([self.obs_dim, *cfg.hidden, cfg.feature_dim])
+        self.inverse = mlp([2 * cfg.feature_dim, *cfg.hidden, self.n_actions])
+        self.forward_model = mlp([cfg.feature_dim + self.n_actions, *cfg.hidden, cfg.feature_dim])
+        self.to(self.device)
+        self.optim = torch.optim.Adam(self.parameters(), lr=cfg.lr)
+        self.last_inverse_accuracy = float("nan")
+
+    def parts(self, obs, action, next_obs):
+        f, f_next = self.phi(self.features(obs)), self.phi(self.features(next_obs))
+        pred_next = self.forward_model(torch.cat([f, one_hot(action, self.n_actions)], -1))
+        logits = self.inverse(torch.cat([f, f_next], -1))
+        return f_next, pred_next, logits
+
+    def raw_reward(self, obs, action, next_obs):
+        f_next, pred_next, _ = self.parts(obs, action, next_obs)
+        return 0.5 * (pred_next - f_next).pow(2).sum(-1)
+
+    def loss(self, obs, action, next_obs):
+        f_next, pred_next, logits = self.parts(obs, action, next_obs)
+        inverse = F.cross_entropy(logits, action.long())
+        forward = 0.5 * (pred_next - f_next.detach()).pow(2).sum(-1).mean()
+        self.last_inverse_accuracy = (logits.argmax(-1) == action.long()).float().mean().item()
+        return (1 - self.cfg.beta) * inverse + self.cfg.beta * forward
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        self.stats["intrinsic/inverse_accuracy"] = self.last_inverse_accuracy
+        return out

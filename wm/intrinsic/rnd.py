@@ -1,0 +1,44 @@
+"""RND (Burda et al. 2018): the bonus is the error of a predictor trained to match a fixed, randomly
+initialised target network on the (running-standardised) next observation; states seen often are
+predicted well and stop paying. Rewards are divided by their running std (``normalize: std``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wm.agents.dqn import mlp
+from wm.config import positive
+from wm.intrinsic.base import Intrinsic, IntrinsicConfig
+
+
+@dataclass
+class RNDConfig(IntrinsicConfig):
+    scale: float = 1.0
+    embed: int = 64  # output size of target and predictor
+
+    def check(self) -> None:
+        super().check()
+        positive(self, "embed")
+
+
+class RND(Intrinsic):
+    Config = RNDConfig
+
+    def __init__(self, cfg: RNDConfig, obs_space, act_space, device="cpu"):
+        super().__init__(cfg, obs_space, act_space, device)
+        self.target = mlp([self.obs_dim, *cfg.hidden, cfg.embed], torch.nn.LeakyReLU).requires_grad_(False)
+        self.predictor = mlp([self.obs_dim, *cfg.hidden, *cfg.hidden, cfg.embed], torch.nn.LeakyReLU)
+        self.to(self.device)
+        self.optim = torch.optim.Adam(self.predictor.parameters(), lr=cfg.lr)
+
+    def error(self, next_obs: torch.Tensor) -> torch.Tensor:
+        x = self.features(next_obs)
+        return (self.predictor(x) - self.target(x)).pow(2).mean(-1)
+
+    def raw_reward(self, obs, action, next_obs):
+        return self.error(next_obs)
+
+    def loss(self, obs, action, next_obs):
+        return self.error(next_obs).mean()
