@@ -10,7 +10,7 @@ from wm.errors import ConfigError
 from wm.run import execute
 from wm.validate import validate
 
-SHORT = ["env=mountaincar", "device=cpu", "device.threads=1", "progress=false", "total_steps=400",
+SHORT = ["env=mountaincar", "model=none", "agent=dqn", "device=cpu", "device.threads=1", "progress=false", "total_steps=400",
          "eval.every=400", "eval.episodes=1", "eval.envs=1", "checkpoint.every=400", "agent.prefill=100",
          "agent.update.start=100", "agent.update.every=50", "agent.update.updates=2", "agent.hidden=[16]",
          "agent.batch_size=16", "log_every=100", "env.max_episode_steps=50"]
@@ -47,5 +47,6 @@ def test_intrinsic_needs_an_agent_that_takes_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(DQN, "takes_intrinsic", False)
     with pytest.raises(ConfigError, match="intrinsic=rnd needs an agent"):
-        validate(compose_cfg(["intrinsic=rnd", "device=cpu"]), tmp_path)
-    assert validate(compose_cfg(["intrinsic=none", "device=cpu"]), tmp_path).intrinsic_cls is None
+        validate(compose_cfg(["model=none", "agent=dqn", "intrinsic=rnd", "device=cpu"]), tmp_path)
+    assert validate(compose_cfg(["model=none", "agent=dqn", "intrinsic=none", "device=cpu"]),
+                    tmp_path).intrinsic_cls is None
