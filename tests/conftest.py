@@ -43,6 +43,18 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process tests use tiny nets: one torch thread is fastest, and far faster than two when other
+    jobs load a 2-core machine (subprocess runs get device.threads=1 from conf/device)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"

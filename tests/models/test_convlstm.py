@@ -47,15 +47,6 @@ class SquareData:
         return len(self.test["frames"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is fastest, and far faster than two on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small(**kw):
     base = {"hidden": [8], "kernel": 3, "patch": 2, "batch_size": 4, "eval_batch": 4, "strip_sequences": 2}
     base.update(kw)

@@ -36,15 +36,6 @@ def test_tabular_model_plus_adds_untried_actions_and_roundtrips():
     assert m2.pred == m.pred
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny MLPs: intra-op threads only add contention (20x slower on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ArrayReplay:
     """sample_transitions over fixed arrays, as the core replay returns them (torch tensors)."""
 

@@ -20,13 +20,6 @@ Bm = torch.tensor([[0.5, 0.0], [0.0, -0.5], [0.3, 0.3]])
 c = torch.tensor([1.0, -2.0, 0.5])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small nets on a shared machine: one thread is fastest
-    yield
-    torch.set_num_threads(threads)
-
 
 def linear_data(n: int, seed: int = 0, noise: float = 0.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
