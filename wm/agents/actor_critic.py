@@ -22,14 +22,10 @@ import torch
 from torch import distributions as td
 from torch import nn
 
+from wm.agents.base import Agent
 from wm.models import dists
 from wm.models.nets import mlp, zero_last
 from wm.models.rssm import RSSM, Schedule
-
-try:
-    from wm.agents.base import Agent
-except ImportError:  # pragma: no cover - before the framework core lands
-    Agent = nn.Module  # type: ignore[misc,assignment]
 
 
 def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tensor:

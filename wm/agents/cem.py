@@ -16,14 +16,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from wm.agents.base import Agent
 from wm.models.rssm import RSSM, Schedule
-
-try:
-    from wm.agents.base import Agent
-except ImportError:  # pragma: no cover - before the framework core lands
-    Agent = nn.Module  # type: ignore[misc,assignment]
 
 
 class CEM(Agent):

@@ -22,23 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wm.loops.schedule import Schedule
 from wm.models import dists
+from wm.models.base import WorldModel
 from wm.models.nets import ConvDecoder, ConvEncoder, mlp, zero_last
-
-try:  # the framework core (lead's branch); fallbacks keep this file usable before it lands
-    from wm.models.base import WorldModel
-except ImportError:  # pragma: no cover
-    WorldModel = nn.Module  # type: ignore[misc,assignment]
-try:
-    from wm.loops.schedule import Schedule
-except ImportError:  # pragma: no cover
-
-    @dataclass
-    class Schedule:  # type: ignore[no-redef]
-        every: int = 1
-        updates: int = 1
-        start: int = 0
-
 
 State = dict[str, torch.Tensor]
 
