@@ -131,13 +131,8 @@ def plot_curves(runs: list[Run], metric: str, out: Path, threshold: float | None
         ax.axhline(threshold, color="gray", ls="--", lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, out / "curves.png")
 
 
 def plot_final(table: list[dict], metric: str, out: Path) -> Path:
@@ -153,9 +148,14 @@ def plot_final(table: list[dict], metric: str, out: Path) -> Path:
         ax.errorbar(r["iqm"], i, xerr=[[r["iqm"] - low], [high - r["iqm"]]], fmt="o", color=f"C{i}", capsize=4)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
     ax.set_xlabel(f"final {metric}: IQM over seeds, 95% bootstrap CI")
+    return _save(fig, ax, out / "final.png")
+
+
+def _save(fig, ax, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = out / "final.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
