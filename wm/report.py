@@ -39,7 +39,12 @@ class Run:
 def find_runs(paths: list[Path]) -> list[Run]:
     dirs = sorted({m.parent for p in paths for m in ([p / "metrics.jsonl"] if (p / "metrics.jsonl").exists()
                                                      else p.rglob("metrics.jsonl"))})
-    return [load_run(d) for d in dirs]
+    runs = [load_run(d) for d in dirs]
+    # overrides every run shares (a common budget, say) say nothing about the difference: drop them
+    common = set.intersection(*(set(r.label.split(" ")) for r in runs)) if len(runs) > 1 else set()
+    for run in runs:
+        run.label = " ".join(o for o in run.label.split(" ") if o not in common) or run.label
+    return runs
 
 
 def load_run(path: Path) -> Run:
