@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,35 @@ def train(run_dir: Path, *overrides: str, env: dict | None = None, timeout: int 
         return subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
     return subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_checkpoint(run_dir: Path, proc, min_step: int) -> None:
+    """Wait until the running ``proc`` has checkpointed at or past ``min_step`` (its summary says so)."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        s = run_dir / "summary.json"
+        if s.exists():
+            try:
+                if json.loads(s.read_text())["steps"] >= min_step:
+                    return
+            except json.JSONDecodeError:
+                pass
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint appeared")
+
+
+def kill_then_resume(run_dir: Path, overrides: list[str], min_step: int, total_steps: int):
+    """Start a run, SIGKILL it after a checkpoint at >= min_step, then resume it; returns the resume."""
+    proc = train(run_dir, *overrides, background=True)
+    wait_for_checkpoint(run_dir, proc, min_step)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    s = summary(run_dir)
+    assert s["status"] == "running" and s["steps"] < total_steps  # nothing got the chance to say otherwise
+    resumed = train(run_dir, *overrides, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return resumed
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -3,12 +3,10 @@ resumed MBPO run ends exactly like an uninterrupted one, and bad combinations fa
 
 from __future__ import annotations
 
-import signal
 
 import pytest
 
-from tests.conftest import compose_cfg, metrics, summary, train
-from tests.test_resume import wait_for_checkpoint
+from tests.conftest import compose_cfg, kill_then_resume, metrics, summary, train
 from wm.errors import ConfigError
 from wm.validate import validate
 
@@ -50,13 +48,7 @@ def test_sac_alone_is_the_model_free_baseline(run_dir):
 def test_mbpo_sigkill_then_resume_equals_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert train(full, *TINY_MBPO).returncode == 0
-    proc = train(killed, *TINY_MBPO, background=True)
-    wait_for_checkpoint(killed, proc, min_step=100)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    assert summary(killed)["status"] == "running" and summary(killed)["steps"] < 300
-    resumed = train(killed, *TINY_MBPO, "resume=true")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    kill_then_resume(killed, TINY_MBPO, min_step=100, total_steps=300)
     drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and not k.endswith(TIMING)}  # noqa: E731
                          for r in rows]
     assert drop(metrics(killed)) == drop(metrics(full))

@@ -3,28 +3,11 @@ SIGTERM checkpoints and marks the run interrupted."""
 
 from __future__ import annotations
 
-import json
 import signal
-import time
 
-from tests.conftest import TINY, metrics, summary, train
+from tests.conftest import TINY, kill_then_resume, metrics, summary, train, wait_for_checkpoint
 
 RUN = [*TINY, "total_steps=2000", "eval.every=500", "checkpoint.every=200"]
-
-
-def wait_for_checkpoint(run_dir, proc, min_step: int) -> None:
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        s = run_dir / "summary.json"
-        if s.exists():
-            try:
-                if json.loads(s.read_text())["steps"] >= min_step:
-                    return
-            except json.JSONDecodeError:
-                pass
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
-    raise TimeoutError("no checkpoint appeared")
 
 
 def evals(run_dir):
@@ -36,14 +19,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert train(full, *RUN).returncode == 0
 
-    proc = train(killed, *RUN, background=True)
-    wait_for_checkpoint(killed, proc, min_step=600)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    assert summary(killed)["status"] == "running"  # nothing got the chance to say otherwise
-
-    resumed = train(killed, *RUN, "resume=true")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    kill_then_resume(killed, RUN, min_step=600, total_steps=2000)
     assert summary(killed)["status"] == "completed"
     assert evals(killed) == evals(full)
     steps = [r["step"] for r in metrics(killed)]
