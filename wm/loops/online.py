@@ -161,10 +161,19 @@ class OnlineLoop:
         self.last_log = self.step
 
     # ---- evaluation -----------------------------------------------------------------------------
+    def _sync_eval_world(self) -> None:
+        """Envs whose world outlives an episode (``state_dict``: e.g. a maze whose walls move after N
+        steps) are evaluated in the world the agent trains in now, not in the one it started in."""
+        world = getattr(self.envs.envs[0].unwrapped, "state_dict", None)
+        if world is not None:
+            for env in self.eval_envs.envs:
+                env.unwrapped.load_state_dict(world())
+
     @torch.no_grad()
     def _evaluate(self) -> None:
         """``eval_episodes`` deterministic episodes; the same seeds at every evaluation."""
         envs, k = self.eval_envs, self.eval_envs.num_envs
+        self._sync_eval_world()
         returns, lengths, frames = [], [], []
         for wave in range(0, self.s.eval_episodes, k):
             n = min(k, self.s.eval_episodes - wave)
