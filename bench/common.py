@@ -40,7 +40,8 @@ def machine() -> dict[str, Any]:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        code = ["wm", "bench", "conf", "train.py", ":(exclude)bench/results"]  # results are outputs, not code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *code], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except OSError:
@@ -68,7 +69,7 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     run_dir = RUNS / name / f"seed{seed}"
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
-    done = reuse and (run_dir / "summary.json").exists() and read_run(run_dir)["summary"]["status"] == "completed"
+    done = reuse and _completed_with(run_dir, cmd[2:])
     if done:
         load, wall, cpu = None, read_run(run_dir)["summary"]["wall_seconds"], None
     else:
@@ -92,6 +93,18 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
         "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 1),
         "loadavg_1min_at_start": load, "reused_run_dir": bool(done), "curve": points,
     }
+
+
+def _completed_with(run_dir: Path, overrides: list[str]) -> bool:
+    """A completed run dir made by the same command line (Hydra's overrides.yaml)."""
+    import yaml
+
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not (run_dir / "summary.json").exists() or not saved.exists():
+        return False
+    same = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith("hydra.")] == \
+        [o for o in overrides if not o.startswith("hydra.")]
+    return same and read_run(run_dir)["summary"]["status"] == "completed"
 
 
 def _child_cpu() -> float:

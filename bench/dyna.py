@@ -1,7 +1,7 @@
 """Sutton & Barto chapter 8 figures with wm's grid envs and tabular Dyna-Q / Dyna-Q+.
 
     flock /tmp/wm-bench.lock python -m bench.dyna             # the three figures + speed, ~2 min
-    flock /tmp/wm-bench.lock python -m bench.dyna --cartpole  # DQN vs Dyna-DQN, 5 seeds, through train.py
+    python -m bench.dyna --cartpole --reuse                   # DQN vs Dyna-DQN, 5 seeds x 50k steps, train.py
     python -m bench.dyna --wandb                              # also log the PNGs to W&B (WANDB_MODE respected)
 
 Writes bench/results/dyna.json and dyna_fig8_2.png, dyna_fig8_4.png, dyna_fig8_5.png; with --cartpole
@@ -25,9 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,11 +33,9 @@ import gymnasium as gym
 import numpy as np
 
 import wm.envs  # noqa: F401  (registers the grid worlds)
+from bench.common import RESULTS, ROOT, git_commit, machine, plot_curves, spread, train_seed, write_results
 from wm.agents.dyna_q import TabularDynaQ
 from wm.envs.grid import GridMaze, shortest_path
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 
 
 # ---- drivers --------------------------------------------------------------------------------------
@@ -261,29 +256,6 @@ def plot_changing(res: dict, path: Path, title: str) -> None:
 
 
 # ---- bookkeeping ----------------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "device": "cpu (pure python, single thread)"}
-
-
-def git_commit() -> str | None:
-    try:
-        sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-        code = ["wm", "bench", "conf", "train.py", ":(exclude)bench/results"]  # results are outputs, not code
-        dirty = subprocess.call(["git", "diff", "--quiet", "HEAD", "--", *code], cwd=ROOT) != 0
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def log_wandb(paths: dict[str, Path], summary: dict) -> None:
     import wandb
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
@@ -301,145 +273,42 @@ def log_wandb(paths: dict[str, Path], summary: dict) -> None:
 CARTPOLE_VARIANTS = {"dqn": "dqn_cartpole", "dyna_dqn": "dyna_cartpole"}
 
 
-def read_metrics(run_dir: Path) -> tuple[list[list[float]], int]:
-    curve, episodes = [], 0
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return curve, episodes
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line being written
-            continue
-        if "eval/return_mean" in row:
-            curve.append([row["step"], round(row["eval/return_mean"], 2)])
-        episodes += "train/episode_return" in row
-    return curve, episodes
-
-
-def train_run(experiment: str, seed: int, budget: int, run_dir: Path, extra: list[str],
-              stop_at: float | None = None) -> dict:
-    """One ``python train.py experiment=...`` run: its eval curve, wall time and summary.
-
-    With ``stop_at`` the run is sent SIGTERM (the loop checkpoints and exits) once an evaluation
-    reaches it: steps-to-threshold is all the comparison needs, and it saves most of the budget.
-    """
-    cmd = [sys.executable, "train.py", f"experiment={experiment}", f"seed={seed}", f"total_steps={budget}",
-           f"hydra.run.dir={run_dir}", "progress=false", "logger=none", *extra]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    t0 = time.perf_counter()
-    stopped = False
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True) as proc:
-        while proc.poll() is None:
-            time.sleep(2.0)
-            curve, _ = read_metrics(run_dir)
-            if stop_at is not None and not stopped and any(v >= stop_at for _, v in curve):
-                proc.send_signal(signal.SIGTERM)
-                stopped = True
-        stderr = proc.stderr.read()
-    wall = time.perf_counter() - t0
-    if proc.returncode not in (0, 130):
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-2000:]}")
-    curve, episodes = read_metrics(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return {"command": " ".join(cmd[1:]), "curve": curve, "wall_seconds": round(wall, 1),
-            "steps": summary["steps"], "env_steps_per_second": round(summary["steps"] / wall, 1),
-            "train_episodes": episodes, "status": summary["status"], "stopped_at_threshold": stopped}
-
-
-def first_reaching(curve: list[list[float]], threshold: float) -> int | None:
-    return next((int(step) for step, value in curve if value >= threshold), None)
-
-
-def cartpole(seeds: list[int], budget: int, threshold: float, work: Path, extra: list[str],
-             stop: bool, save) -> dict:
-    """Seeds interleaved (dqn s0, dyna s0, dqn s1, ...) and the results saved after every run, so an
-    interrupted benchmark still leaves paired seeds."""
-    out: dict = {"settings": {"seeds": seeds, "budget_env_steps": budget, "threshold": threshold,
-                              "experiments": CARTPOLE_VARIANTS, "extra_overrides": extra,
-                              "stop_at_threshold": stop},
-                 "per_variant": {name: {"runs": {}} for name in CARTPOLE_VARIANTS}}
-    for seed in seeds:
-        for name, experiment in CARTPOLE_VARIANTS.items():
-            r = train_run(experiment, seed, budget, work / f"{name}_{seed}", extra, threshold if stop else None)
-            r["steps_to_threshold"] = first_reaching(r["curve"], threshold)
-            r["final_eval_return"] = r["curve"][-1][1] if r["curve"] else None
-            out["per_variant"][name]["runs"][str(seed)] = r
-            print(name, seed, r["steps_to_threshold"], r["final_eval_return"], r["wall_seconds"], flush=True)
-            summarize(out)
-            save(out)
-    return out
-
-
-def summarize(out: dict) -> None:
-    for d in out["per_variant"].values():
-        runs = d["runs"].values()
-        reached = [r["steps_to_threshold"] for r in runs if r["steps_to_threshold"] is not None]
-        # a run that never reached the threshold counts as "more than the budget" in the median
-        capped = sorted(r["steps_to_threshold"] or float("inf") for r in runs)
-        median = float(np.median(capped)) if capped else None
-        d["summary"] = {"runs": len(capped), "runs_reaching_threshold": len(reached),
-                        "steps_to_threshold_median": median if median is not None and np.isfinite(median) else None,
-                        "steps_to_threshold_min": min(reached) if reached else None,
-                        "steps_to_threshold_max": max(reached) if reached else None,
-                        "wall_seconds_median": float(np.median([r["wall_seconds"] for r in runs])) if capped else None}
-    a = out["per_variant"]["dqn"]["summary"]["steps_to_threshold_median"]
-    b = out["per_variant"]["dyna_dqn"]["summary"]["steps_to_threshold_median"]
-    out["ratio_dqn_over_dyna_median_steps"] = round(a / b, 3) if a and b else None
-    per_seed = {}
-    for seed, r in out["per_variant"]["dyna_dqn"]["runs"].items():
-        x = out["per_variant"]["dqn"]["runs"].get(seed, {}).get("steps_to_threshold")
-        y = r["steps_to_threshold"]
-        per_seed[seed] = round(x / y, 3) if x and y else None
-    out["ratio_per_seed"] = per_seed
-
-
-def plot_cartpole(res: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (name, d), color in zip(res["per_variant"].items(), ("tab:blue", "tab:orange")):
-        curves = [np.array(r["curve"]) for r in d["runs"].values() if r["curve"]]
-        for i, c in enumerate(curves):
-            ax.plot(c[:, 0], c[:, 1], color=color, alpha=0.6, lw=1, marker=".",
-                    label=f"{name} ({len(curves)} seeds)" if i == 0 else None)
-    ax.axhline(res["settings"]["threshold"], color="gray", ls="--", lw=0.8)
-    ax.set_xlabel("Env steps")
-    ax.set_ylabel("Eval return")
-    ax.set_title("CartPole-v1: DQN vs learned-model Dyna-DQN (per seed)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main_cartpole(args: argparse.Namespace, argv: list[str]) -> dict:
-    import tempfile
-    t0, load_before = time.perf_counter(), os.getloadavg()
-    head = {"benchmark": "dyna_cartpole",
-            "command": "flock /tmp/wm-bench.lock python -m bench.dyna " + " ".join(argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(), "machine": dict(machine(), device="cpu (torch, 1 thread)"),
-            "loadavg_before": [round(x, 2) for x in load_before]}
-    path = args.out / f"{args.name}_cartpole.png"
-
-    def save(res: dict, done: bool = False) -> dict:
-        result = {**head, "complete": done, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                  "wall_seconds": round(time.perf_counter() - t0, 1), **res,
-                  "plot": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
-        (args.out / f"{args.name}_cartpole.json").write_text(json.dumps(result, indent=1) + "\n")
-        if any(d["runs"] for d in res["per_variant"].values()):
-            plot_cartpole(res, path)
-        return result
-
-    with tempfile.TemporaryDirectory(prefix="wm-bench-dyna-") as work:
-        res = cartpole(args.seeds, args.budget, args.threshold, Path(work), args.override, not args.full, save)
-    result = save(res, done=True)
+    """DQN vs Dyna-DQN, the same seeds and env-step budget, full curves. The DQN runs are the ones
+    ``bench.dqn`` makes (same run dirs, reused when complete): the two benchmarks share one DQN."""
+    per_variant = {}
+    for name, experiment in CARTPOLE_VARIANTS.items():
+        overrides = [f"experiment={experiment}", f"total_steps={args.budget}", *args.override]
+        runs = [train_seed(f"{experiment}", overrides, s, args.threshold, reuse=args.reuse) for s in args.seeds]
+        hits = [r["steps_to_threshold"] for r in runs]
+        per_variant[name] = {"overrides": overrides, "seeds": runs, "summary": {
+            "seeds_reaching_threshold": sum(h is not None for h in hits), "n_seeds": len(runs),
+            # a seed that never reaches the threshold counts as "more than the budget" in the median
+            "steps_to_threshold_median": _median_or_none(hits),
+            "steps_to_threshold": spread(hits), "final_return": spread([r["final"] for r in runs]),
+            "wall_seconds": spread([r["wall_seconds"] for r in runs]),
+            "cpu_seconds": spread([r["cpu_seconds"] for r in runs])}}
+    a, b = (per_variant[k]["summary"]["steps_to_threshold_median"] for k in ("dqn", "dyna_dqn"))
+    pairs = zip(*(per_variant[k]["seeds"] for k in ("dqn", "dyna_dqn")))
+    result = write_results(f"{args.name}_cartpole", {
+        "command": "python -m bench.dyna " + " ".join(argv),
+        "budget": {"env_steps": args.budget, "eval_every": 2500, "eval_episodes": 20},
+        "threshold": args.threshold, "per_variant": per_variant,
+        "ratio_dqn_over_dyna_median_steps": round(a / b, 3) if a and b else None,
+        "ratio_per_seed": {str(x["seed"]): round(x["steps_to_threshold"] / y["steps_to_threshold"], 3)
+                           if x["steps_to_threshold"] and y["steps_to_threshold"] else None for x, y in pairs},
+    })
+    path = plot_curves(f"{args.name}_cartpole", {"DQN": per_variant["dqn"]["seeds"],
+                                                 "Dyna-DQN": per_variant["dyna_dqn"]["seeds"]}, args.threshold)
     if args.wandb:
-        log_wandb({"cartpole": path}, {"ratio": res["ratio_dqn_over_dyna_median_steps"]})
-    return result
+        log_wandb({"cartpole": path}, {"ratio": json.loads(result.read_text())["ratio_dqn_over_dyna_median_steps"]})
+    return json.loads(result.read_text())
+
+
+def _median_or_none(hits: list[int | None]) -> float | None:
+    capped = sorted(h if h is not None else float("inf") for h in hits)
+    median = float(np.median(capped)) if capped else float("inf")
+    return median if np.isfinite(median) else None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -453,10 +322,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cartpole", action="store_true",
                    help="instead: DQN vs Dyna-DQN on CartPole through train.py (dyna_cartpole.json)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--budget", type=int, default=30000, help="env steps per CartPole run (both variants)")
+    p.add_argument("--budget", type=int, default=50000, help="env steps per CartPole run (both variants)")
     p.add_argument("--threshold", type=float, default=475.0)
     p.add_argument("--override", nargs="*", default=[], help="extra train.py overrides for both variants")
-    p.add_argument("--full", action="store_true", help="run the whole budget (default: stop at the threshold)")
+    p.add_argument("--reuse", action="store_true", help="keep completed seed run dirs from an earlier run")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

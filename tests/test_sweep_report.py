@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, summary
+from wm import report
 
 
 def test_joblib_sweep_then_report(tmp_path):
@@ -41,3 +42,33 @@ def test_report_rejects_missing_paths(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wm.report", str(tmp_path / "nope"), "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no such path")
+
+
+def fake_run(path, overrides: list[str], evals: list[tuple[int, float]], status: str = "completed"):
+    """A run dir as train.py leaves it, with the given eval curve (one eval row per point)."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (path / "config.yaml").write_text("seed: 0\n")
+    rows = [{"step": s, "time": s / 100, "eval/return_mean": v} for s, v in evals]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "summary.json").write_text(json.dumps({"status": status, "steps": evals[-1][0],
+                                                   "wall_seconds": evals[-1][0] / 100,
+                                                   "eval/return_mean": evals[-1][1]}))
+
+
+def test_report_compares_runs_of_different_lengths_at_one_budget(tmp_path):
+    """A 50k-step run and a 10k-step run meet at --budget 10000: the long run's value at 10k is its
+    final, its later evals are dropped, total_steps leaves the label; a run that stopped short of the
+    budget stays out of the aggregates."""
+    fake_run(tmp_path / "long", ["experiment=a", "total_steps=50000"], [(5000, 10.0), (10000, 20.0), (50000, 500.0)])
+    fake_run(tmp_path / "short", ["experiment=b", "total_steps=10000"], [(5000, 30.0), (10000, 40.0)])
+    fake_run(tmp_path / "cut", ["experiment=b", "total_steps=10000"], [(5000, 99.0)], status="interrupted")
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path / n) for n in ("long", "short", "cut")]
+                       + ["--out", str(out), "--budget", "10000", "--threshold", "15"]) == 0
+    table = {r["label"]: r for r in json.loads((out / "report.json").read_text())}
+    assert set(table) == {"experiment=a", "experiment=b"}
+    assert table["experiment=a"]["mean"] == 20.0 and table["experiment=a"]["steps_to_threshold_median"] == 10000
+    assert table["experiment=b"]["mean"] == 40.0 and table["experiment=b"]["completed"] == 1
+    assert table["experiment=b"]["not_completed"] == {"cut": "interrupted"}
+    assert "at 10,000 env steps" in (out / "report.md").read_text()

@@ -36,10 +36,12 @@ class Run:
         return np.array([[r["step"], r[metric]] for r in self.rows if r.get(metric) is not None]).reshape(-1, 2)
 
 
-def find_runs(paths: list[Path]) -> list[Run]:
+def find_runs(paths: list[Path], budget: int | None = None) -> list[Run]:
     dirs = sorted({m.parent for p in paths for m in ([p / "metrics.jsonl"] if (p / "metrics.jsonl").exists()
                                                      else p.rglob("metrics.jsonl"))})
     runs = [load_run(d) for d in dirs]
+    if budget is not None:
+        runs = [at_budget(r, budget) for r in runs]
     # overrides every run shares (a common budget, say) say nothing about the difference: drop them
     common = set.intersection(*(set(r.label.split(" ")) for r in runs)) if len(runs) > 1 else set()
     for run in runs:
@@ -58,6 +60,22 @@ def load_run(path: Path) -> Run:
     config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else {}
     return Run(path, label_of(path, config), int(config.get("seed", -1)), summary.get("status", "unknown"),
                rows, summary)
+
+
+def at_budget(run: Run, budget: int) -> Run:
+    """The run as if it had stopped after ``budget`` env steps: rows past it dropped, the last logged
+    value of each metric at or before it taken as final. A run whose log reaches the budget counts as
+    completed there (a longer run, or one interrupted later, still ran the budget); one that stopped
+    short keeps its status. ``total_steps`` overrides then differ only beyond the budget: dropped from
+    the label."""
+    rows = [r for r in run.rows if r.get("step", 0) <= budget]
+    summary = dict(run.summary)
+    if run.rows and max(r.get("step", 0) for r in run.rows) >= budget:
+        summary |= {k: v for r in rows for k, v in r.items() if k not in ("step", "time")}
+        summary |= {"status": "completed", "steps": budget,
+                    "wall_seconds": max((r.get("time", 0.0) for r in rows), default=0.0)}
+    label = " ".join(o for o in run.label.split(" ") if not o.startswith("total_steps="))
+    return Run(run.path, label or run.label, run.seed, summary.get("status", run.status), rows, summary)
 
 
 def label_of(path: Path, config: dict) -> str:
@@ -170,9 +188,11 @@ def fmt(x: float | None, ndigits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:,.{ndigits}f}"
 
 
-def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float | None, sources: list[Path]) -> str:
+def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float | None, sources: list[Path],
+             budget: int | None = None) -> str:
+    at = f" at {budget:,} env steps (every run cut at this budget)" if budget is not None else ""
     lines = ["# Comparison report", "", f"Runs from: {', '.join(str(s) for s in sources)}  ",
-             f"Metric: `{metric}` (final value per run, aggregated over seeds).", "",
+             f"Metric: `{metric}` (final value per run{at}, aggregated over seeds).", "",
              "![curves](curves.png)", "", "![final](final.png)", ""]
     head = ["group", "runs (completed)", "IQM [95% CI]", "mean [95% CI]", "median wall s", "median steps"]
     if threshold is not None:
@@ -201,12 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="where report.md and the PNGs go")
     p.add_argument("--metric", default="eval/return_mean")
     p.add_argument("--threshold", type=float, default=None, help="report env steps to reach this value")
+    p.add_argument("--budget", type=int, default=None,
+                   help="compare at this many env steps: longer runs are cut there (equal budgets)")
     args = p.parse_args(argv)
     missing = [str(x) for x in args.paths if not x.exists()]
     if missing:
         print(f"error: no such path: {', '.join(missing)}", file=sys.stderr)
         return 2
-    runs = find_runs(args.paths)
+    runs = find_runs(args.paths, args.budget)
     if not runs:
         print(f"error: no run dirs (with metrics.jsonl) under {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
@@ -214,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     table = aggregate(runs, args.metric, args.threshold)
     plot_curves(runs, args.metric, args.out, args.threshold)
     plot_final(table, args.metric, args.out)
-    (args.out / "report.md").write_text(markdown(table, runs, args.metric, args.threshold, args.paths))
+    (args.out / "report.md").write_text(markdown(table, runs, args.metric, args.threshold, args.paths, args.budget))
     (args.out / "report.json").write_text(json.dumps(table, indent=2, default=str) + "\n")
     print(f"wrote {args.out / 'report.md'} ({len(runs)} runs in {len(table)} groups)")
     return 0
