@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from omegaconf import OmegaConf
 from tests.conftest import CONF, compose_cfg
 from wm.validate import validate
 
@@ -33,3 +36,19 @@ def test_default_run_is_valid(tmp_path):
     cfg = compose_cfg([])
     plan = validate(cfg, tmp_path)
     assert plan.loop == "online" and plan.agent_cls is not None
+
+
+def sweep_jobs(name: str) -> list[list[str]]:
+    """The jobs a named sweep expands to (Hydra's basic sweeper: the product of its params)."""
+    params = OmegaConf.load(CONF / "sweep" / f"{name}.yaml").hydra.sweeper.params
+    axes = [[f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in params.items()]
+    return [list(job) for job in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("name", options("sweep"))
+def test_every_job_of_every_named_sweep_validates(name, tmp_path):
+    jobs = sweep_jobs(name)
+    assert len(jobs) >= 2
+    for job in jobs:
+        cfg = compose_cfg([f"sweep={name}", *job, "device=cpu"])
+        validate(cfg, tmp_path / "_".join(job).replace("/", "-"))
