@@ -52,3 +52,10 @@ def test_every_job_of_every_named_sweep_validates(name, tmp_path):
     for job in jobs:
         cfg = compose_cfg([f"sweep={name}", *job, "device=cpu"])
         validate(cfg, tmp_path / "_".join(job).replace("/", "-"))
+
+
+@pytest.mark.parametrize("ablation", [o for o in options("ablation") if o != "dreamer_v3"])
+def test_each_dreamer_ablation_switches_something_off(ablation):
+    base = compose_cfg(["experiment=dreamer_cartpole", "+ablation=dreamer_v3"])
+    changed = compose_cfg(["experiment=dreamer_cartpole", f"+ablation={ablation}"])
+    assert changed.model != base.model or changed.agent != base.agent
