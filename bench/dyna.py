@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     r = main()
-    if r["benchmark"] == "dyna_cartpole":
+    if "per_variant" in r:  # --cartpole
         print(json.dumps({k: v.get("summary") for k, v in r["per_variant"].items()}),
               r["ratio_dqn_over_dyna_median_steps"], r["ratio_per_seed"])
         sys.exit(0)
