@@ -42,6 +42,7 @@ def sweep_jobs(name: str) -> list[list[str]]:
     """The jobs a named sweep expands to (Hydra's basic sweeper: the product of its params)."""
     params = OmegaConf.load(CONF / "sweep" / f"{name}.yaml").hydra.sweeper.params
     axes = [[f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in params.items()]
+    axes = [axis[:1] if axis[0].startswith("seed=") else axis for axis in axes]  # seeds validate alike
     return [list(job) for job in itertools.product(*axes)]
 
 
