@@ -59,8 +59,9 @@ class DQNConfig:
     double: bool = True
     prefill: int = 1000
     update: Schedule = field(default_factory=lambda: Schedule(every=256, updates=128, start=1000))
-    # With an intrinsic module: a second Q head learns the intrinsic return on its own (Burda et al.'s two
-    # value heads). Exploration acts on Q_ext + Q_int; evaluation is greedy on Q_ext alone.
+    # With an intrinsic module: decoupled exploration and exploitation heads on one torso (Schaefer et al.
+    # 2021, DeRL): an exploration head learns the curious reward (env + bonus) and drives the behaviour
+    # policy; an exploitation head learns the env reward alone, off-policy, and is what evaluation uses.
     intrinsic_head: bool = False
     n_step: int = 1  # n-step returns of the env reward (an intrinsic bonus stays one-step)
 
@@ -96,7 +97,7 @@ class DQN(Agent):
         return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
 
     def q_values(self, obs: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        """(B, n_actions); with ``intrinsic_head`` (B, 2, n_actions): extrinsic, intrinsic."""
+        """(B, n_actions); with ``intrinsic_head`` (B, 2, n_actions): exploitation (env reward), exploration."""
         q = (net or self.q)(self.encoder(obs))
         return q.unflatten(-1, (2, self.n_actions)) if self.two_heads else q
 
@@ -104,7 +105,7 @@ class DQN(Agent):
     def act(self, obs, state, is_first, explore):
         q = self.q_values(torch.as_tensor(obs, device=self.device))
         if self.two_heads:
-            q = q.sum(1) if explore else q[:, 0]
+            q = q[:, 1] if explore else q[:, 0]
         greedy = q.argmax(-1).cpu().numpy()
         if not explore:
             return greedy, state
@@ -171,12 +172,12 @@ class DQN(Agent):
     @torch.no_grad()
     def _two_head_target(self, b: dict[str, torch.Tensor], v_next: torch.Tensor) -> torch.Tensor:
         """Targets of both heads, (B, 2): two (double) Q-learners on one torso, each bootstrapping at its own
-        greedy action, so Q_ext is the greedy extrinsic policy's value whatever explores. The extrinsic head
-        learns the env reward and stops at the env's terminals; the intrinsic head learns the module's bonus
-        and stops at the module's terminals (none when it is non-episodic)."""
+        greedy action. The exploitation head learns the env reward (n-step if configured) and stops at the
+        env's terminals, so it values the greedy extrinsic policy whatever explored; the exploration head
+        learns env reward + bonus (one-step) and stops at the module's terminals (none if non-episodic)."""
         ext = self.extrinsic_target(b, v_next[:, 0], "reward_ext", "terminal_ext")
-        intr = b["bonus"] + self.cfg.gamma * (1.0 - b["terminal"].float()) * v_next[:, 1]
-        return torch.stack([ext, intr], 1)
+        explore = b["reward"].float() + self.cfg.gamma * (1.0 - b["terminal"].float()) * v_next[:, 1]
+        return torch.stack([ext, explore], 1)
 
     def artifacts(self, run_dir, logger, step: int) -> None:
         """Called by the loop after each evaluation: the intrinsic module's coverage image."""
