@@ -192,14 +192,14 @@ def two_head_dqn():
     agent = DQN(cfg, OBS, ACT, intrinsic=RND(RNDConfig(hidden=[8], episodic=False), OBS, ACT))
     agent.env_step = 0
     last = agent.q[-1]
-    with torch.no_grad():  # constant Q: extrinsic head prefers action 0, intrinsic head action 2
+    with torch.no_grad():  # constant Q: exploitation head prefers action 0, exploration head action 2
         last.weight.zero_()
         last.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 5.0]))
     agent.q_target.load_state_dict(agent.q.state_dict())
     return agent
 
 
-def test_intrinsic_head_explores_on_the_sum_and_evaluates_on_the_extrinsic_head():
+def test_intrinsic_head_explores_with_one_head_and_evaluates_the_other():
     agent = two_head_dqn()
     obs = np.zeros((3, 2), np.float32)
     assert agent.q_values(torch.as_tensor(obs)).shape == (3, 2, 3)
@@ -208,8 +208,8 @@ def test_intrinsic_head_explores_on_the_sum_and_evaluates_on_the_extrinsic_head(
 
 
 def test_intrinsic_head_targets_keep_rewards_and_terminals_apart():
-    """Extrinsic head: env reward, stops at the env's terminal; intrinsic head (non-episodic): the bonus,
-    bootstraps through it. Each head bootstraps at its own greedy action (gamma 0.5, Q_ext max 1, Q_int max 5)."""
+    """Exploitation head: env reward, stops at the env's terminal; exploration head (non-episodic): env reward
+    + bonus, bootstraps through it. Each head bootstraps at its own greedy action (gamma 0.5, maxima 1 and 5)."""
     agent = two_head_dqn()
     rng = np.random.default_rng(0)
     b = agent.intrinsic(batch(4, rng, terminal=True))
@@ -218,7 +218,7 @@ def test_intrinsic_head_targets_keep_rewards_and_terminals_apart():
     torch.testing.assert_close(v_next, torch.tensor([[1.0, 5.0]] * 4))
     target = agent._two_head_target(b, v_next)
     torch.testing.assert_close(target[:, 0], b["reward_ext"])
-    torch.testing.assert_close(target[:, 1], b["bonus"] + 0.5 * 5.0)
+    torch.testing.assert_close(target[:, 1], b["reward_ext"] + b["bonus"] + 0.5 * 5.0)
 
 
 def test_replay_n_step_returns_stop_at_episode_ends_and_at_the_newest_row():
