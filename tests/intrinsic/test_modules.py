@@ -169,3 +169,94 @@ def test_checkpoint_round_trip_restores_networks_optimizer_normalisers_and_count
     torch.manual_seed(5)
     stats_b = b.train_step(replay_b, 0)
     assert stats_a == stats_b
+
+
+def test_norm_window_lets_old_rewards_fade():
+    """Large early errors, then small ones: a windowed std follows the recent scale, a full-history one
+    stays dominated by the start (which shrank RND's MountainCar bonus to ~0.01 of its configured scale)."""
+    rng = np.random.default_rng(0)
+    full, windowed = RunningMeanStd(), RunningMeanStd(window=2000)
+    for scale in [100.0] * 50 + [1.0] * 300:
+        x = torch.as_tensor(rng.normal(0, scale, 128))
+        full.update(x)
+        windowed.update(x)
+    assert windowed.std.item() == pytest.approx(1.0, rel=0.15)
+    assert full.std.item() > 30
+
+
+def two_head_dqn():
+    from wm.agents.dqn import DQN, DQNConfig
+
+    torch.manual_seed(0)
+    cfg = DQNConfig(hidden=[8], batch_size=4, gamma=0.5, eps_start=0.0, eps_end=0.0, intrinsic_head=True)
+    agent = DQN(cfg, OBS, ACT, intrinsic=RND(RNDConfig(hidden=[8], episodic=False), OBS, ACT))
+    agent.env_step = 0
+    last = agent.q[-1]
+    with torch.no_grad():  # constant Q: exploitation head prefers action 0, exploration head action 2
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 5.0]))
+    agent.q_target.load_state_dict(agent.q.state_dict())
+    return agent
+
+
+def test_intrinsic_head_explores_with_one_head_and_evaluates_the_other():
+    agent = two_head_dqn()
+    obs = np.zeros((3, 2), np.float32)
+    assert agent.q_values(torch.as_tensor(obs)).shape == (3, 2, 3)
+    assert agent.act(obs, None, None, explore=False)[0].tolist() == [0, 0, 0]
+    assert agent.act(obs, None, None, explore=True)[0].tolist() == [2, 2, 2]
+
+
+def test_intrinsic_head_targets_keep_rewards_and_terminals_apart():
+    """Exploitation head: env reward, stops at the env's terminal; exploration head (non-episodic): env reward
+    + bonus, bootstraps through it. Each head bootstraps at its own greedy action (gamma 0.5, maxima 1 and 5)."""
+    agent = two_head_dqn()
+    rng = np.random.default_rng(0)
+    b = agent.intrinsic(batch(4, rng, terminal=True))
+    assert b["terminal_ext"].all() and not b["terminal"].any()
+    v_next = agent.next_value(b["next_obs"])
+    torch.testing.assert_close(v_next, torch.tensor([[1.0, 5.0]] * 4))
+    target = agent._two_head_target(b, v_next)
+    torch.testing.assert_close(target[:, 0], b["reward_ext"])
+    torch.testing.assert_close(target[:, 1], b["reward_ext"] + b["bonus"] + 0.5 * 5.0)
+
+
+def test_replay_n_step_returns_stop_at_episode_ends_and_at_the_newest_row():
+    from wm.data.replay import Replay
+
+    space = gym.spaces.Box(-100, 100, (1,), np.float32)
+    replay = Replay(50, 1, space, ACT, seed=0)
+    # one env: reset row 0, steps 1-3 (3 is a terminal), reset row 4, steps 5-6 (6 is the newest row)
+    rows = [(0, True, False, False), (1, False, False, False), (2, False, False, False), (4, False, True, True),
+            (0, True, False, False), (8, False, False, False), (16, False, False, False)]
+    for i, (reward, first, last, terminal) in enumerate(rows):
+        replay.add(np.array([0]), obs=np.array([[float(i)]], np.float32), action=np.zeros(1, np.int64),
+                   reward=np.array([reward], np.float32), is_first=np.array([first]),
+                   is_last=np.array([last]), is_terminal=np.array([terminal]))
+    out = replay._n_step(np.zeros(4, np.int64), np.array([1, 2, 5, 6]), n=3, gamma=0.5)
+    torch.testing.assert_close(out["return_n"], torch.tensor([1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 8 + 0.5 * 16, 16.0]))
+    torch.testing.assert_close(out["obs_n"][:, 0], torch.tensor([3.0, 3.0, 6.0, 6.0]))
+    assert out["terminal_n"].tolist() == [True, True, False, False]
+    torch.testing.assert_close(out["discount_n"], torch.tensor([0.125, 0.25, 0.25, 0.5]))
+    sampled = replay.sample_transitions(64, n_step=3, gamma=0.5)
+    assert {"return_n", "obs_n", "terminal_n", "discount_n"} <= set(sampled)
+
+
+def test_return_normalisation_divides_by_the_std_of_the_discounted_intrinsic_return():
+    """normalize: return (Burda et al.): observe() runs each env's discounted intrinsic return over the rows
+    as they arrive (never reset) and the bonus is scale * raw / std(those returns)."""
+    torch.manual_seed(0)
+    cfg = RNDConfig(scale=0.5, normalize="return", norm_gamma=0.9, lr=1e-12, hidden=[16])
+    rnd, rng = RND(cfg, OBS, ACT), np.random.default_rng(0)
+    replay = Replay(200, 1, OBS, ACT)
+    obs = rng.uniform(OBS.low, OBS.high, (60, 2)).astype(np.float32)
+    for t in range(60):
+        replay.add(np.array([0]), obs=obs[t:t + 1], action=np.zeros(1, np.int64), reward=np.zeros(1, np.float32),
+                   is_first=np.array([t == 0]), is_last=np.array([t == 30]), is_terminal=np.array([False]))
+    rnd.observe(replay)
+    raw = rnd.raw_reward(torch.as_tensor(obs[:-1]), torch.zeros(59), torch.as_tensor(obs[1:])).detach().numpy()
+    returns = np.array([sum(0.9 ** (i - j) * raw[j] for j in range(i + 1)) for i in range(len(raw))])
+    np.testing.assert_allclose(rnd.reward_rms.std.item(), returns.std(), rtol=1e-3)
+    b = batch(32, rng)
+    bonus = rnd(b)["bonus"]
+    torch.testing.assert_close(bonus, 0.5 * rnd.error(b["next_obs"]).detach() / rnd.reward_rms.std.float())

@@ -50,3 +50,21 @@ def test_intrinsic_needs_an_agent_that_takes_it(tmp_path, monkeypatch):
         validate(compose_cfg(["model=none", "agent=dqn", "intrinsic=rnd", "device=cpu"]), tmp_path)
     assert validate(compose_cfg(["model=none", "agent=dqn", "intrinsic=none", "device=cpu"]),
                     tmp_path).intrinsic_cls is None
+
+
+@pytest.mark.parametrize("preset", ["dqn_gridworld", "rnd_gridworld", "icm_gridworld"])
+def test_short_run_of_the_grid_world_presets(preset, tmp_path):
+    """The sparse grid world presets (RND/ICM with the separate intrinsic Q head, n-step returns on top):
+    the run completes and reports the fraction of cells visited; a 4x4 grid gets its goal found."""
+    cfg = compose_cfg([f"experiment={preset}", "device=cpu", "device.threads=1", "progress=false",
+                       "total_steps=600", "eval.every=600", "checkpoint.every=600", "agent.prefill=100",
+                       "agent.update.start=100", "agent.hidden=[16]", "agent.batch_size=16", "agent.n_step=3",
+                       "log_every=100", "env.kwargs.height=4", "env.kwargs.width=4", "env.kwargs.goal=[3,3]"])
+    execute(cfg, validate(cfg, tmp_path), tmp_path)
+    assert summary(tmp_path)["status"] == "completed"
+    rows = metrics(tmp_path)
+    coverage = [r["intrinsic/coverage"] for r in rows if "intrinsic/coverage" in r]
+    assert coverage and 0 < coverage[-1] <= 1 and coverage[-1] * 16 == round(coverage[-1] * 16)  # whole cells
+    assert any("intrinsic/first_goal_step" in r for r in rows)
+    if preset != "dqn_gridworld":
+        assert any("intrinsic/bonus" in r for r in rows)

@@ -59,10 +59,16 @@ class DQNConfig:
     double: bool = True
     prefill: int = 1000
     update: Schedule = field(default_factory=lambda: Schedule(every=256, updates=128, start=1000))
+    # With an intrinsic module: decoupled exploration and exploitation heads on one torso (Schaefer et al.
+    # 2021, DeRL): an exploration head learns the curious reward (env + bonus) and drives the behaviour
+    # policy; an exploitation head learns the env reward alone, off-policy, and is what evaluation uses.
+    intrinsic_head: bool = False
+    n_step: int = 1  # n-step returns of the env reward (an intrinsic bonus stays one-step)
 
     def check(self) -> None:
         positive(self, "lr", "batch_size", "target_update", "max_grad_norm", "eps_decay_steps")
         positive(self, "prefill", allow_zero=True)
+        positive(self, "n_step")
         require(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1] (got {self.gamma})")
         require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
 
@@ -79,7 +85,8 @@ class DQN(Agent):
         self.intrinsic = intrinsic  # wm.intrinsic module or None
         self.n_actions = int(act_space.n)
         self.encoder = ObsEncoder(obs_space)
-        self.q = mlp([self.encoder.dim, *cfg.hidden, self.n_actions]).to(self.device)
+        self.two_heads = cfg.intrinsic_head and intrinsic is not None
+        self.q = mlp([self.encoder.dim, *cfg.hidden, self.n_actions * (2 if self.two_heads else 1)]).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optim = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG
@@ -90,11 +97,16 @@ class DQN(Agent):
         return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
 
     def q_values(self, obs: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        return (net or self.q)(self.encoder(obs))
+        """(B, n_actions); with ``intrinsic_head`` (B, 2, n_actions): exploitation (env reward), exploration."""
+        q = (net or self.q)(self.encoder(obs))
+        return q.unflatten(-1, (2, self.n_actions)) if self.two_heads else q
 
     @torch.no_grad()
     def act(self, obs, state, is_first, explore):
-        greedy = self.q_values(torch.as_tensor(obs, device=self.device)).argmax(-1).cpu().numpy()
+        q = self.q_values(torch.as_tensor(obs, device=self.device))
+        if self.two_heads:
+            q = q[:, 1] if explore else q[:, 0]
+        greedy = q.argmax(-1).cpu().numpy()
         if not explore:
             return greedy, state
         random = self.rng.random(len(greedy)) < self.epsilon()
@@ -102,7 +114,10 @@ class DQN(Agent):
 
     def batch(self, replay) -> dict[str, torch.Tensor]:
         """A replay batch; a world model with ``imagine(batch)`` (Dyna) adds imagined transitions."""
-        batch = replay.sample_transitions(self.cfg.batch_size)
+        if self.cfg.n_step > 1:
+            batch = replay.sample_transitions(self.cfg.batch_size, self.cfg.n_step, self.cfg.gamma)
+        else:
+            batch = replay.sample_transitions(self.cfg.batch_size)
         if self.model is not None and hasattr(self.model, "imagine"):
             batch = self.model.imagine(batch, replay)
         if self.intrinsic is not None:
@@ -110,17 +125,36 @@ class DQN(Agent):
             batch = self.intrinsic(batch)
         return batch
 
+    @torch.no_grad()
+    def next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """max_a Q_target(s', a), (B,) or per head (B, 2); double DQN: at the online net's argmax."""
+        next_q_target = self.q_values(next_obs, self.q_target)
+        pick = self.q_values(next_obs) if self.cfg.double else next_q_target  # online net picks, target values
+        return next_q_target.gather(-1, pick.argmax(-1, keepdim=True)).squeeze(-1)
+
+    def extrinsic_target(self, b: dict[str, torch.Tensor], v_next: torch.Tensor, reward_key: str = "reward",
+                         terminal_key: str = "terminal") -> torch.Tensor:
+        """One-step target from ``reward_key``/``terminal_key`` and V(next_obs), or with ``n_step`` > 1 the
+        n-step return of the env reward (replay's return_n) bootstrapped from obs_n."""
+        if self.cfg.n_step > 1:
+            v_n = self.next_value(b["obs_n"])
+            v_n = v_n[:, 0] if self.two_heads else v_n
+            return b["return_n"].float() + b["discount_n"] * (1.0 - b["terminal_n"].float()) * v_n
+        return b[reward_key].float() + self.cfg.gamma * (1.0 - b[terminal_key].float()) * v_next
+
     def train_step(self, replay, step):
         b = self.batch(replay)
-        q = self.q_values(b["obs"]).gather(1, b["action"].long()[:, None]).squeeze(1)
         with torch.no_grad():
-            next_q_target = self.q_values(b["next_obs"], self.q_target)
-            if self.cfg.double:  # the online net picks the action, the target net values it
-                best = self.q_values(b["next_obs"]).argmax(-1, keepdim=True)
-            else:
-                best = next_q_target.argmax(-1, keepdim=True)
-            next_v = next_q_target.gather(1, best).squeeze(1)
-            target = b["reward"].float() + self.cfg.gamma * (1.0 - b["terminal"].float()) * next_v
+            v_next = self.next_value(b["next_obs"])
+        if self.two_heads:
+            q = self.q_values(b["obs"]).gather(2, b["action"].long()[:, None, None].expand(-1, 2, 1)).squeeze(2)
+            target = self._two_head_target(b, v_next)
+        else:
+            q = self.q_values(b["obs"]).gather(1, b["action"].long()[:, None]).squeeze(1)
+            with torch.no_grad():
+                target = self.extrinsic_target(b, v_next)
+                if self.cfg.n_step > 1 and "bonus" in b:  # the intrinsic bonus stays one-step
+                    target = target + b["bonus"]
         loss = F.smooth_l1_loss(q, target)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,6 +168,16 @@ class DQN(Agent):
         if self.intrinsic is not None:
             stats.update(self.intrinsic.stats, **self.explore_stats)
         return stats
+
+    @torch.no_grad()
+    def _two_head_target(self, b: dict[str, torch.Tensor], v_next: torch.Tensor) -> torch.Tensor:
+        """Targets of both heads, (B, 2): two (double) Q-learners on one torso, each bootstrapping at its own
+        greedy action. The exploitation head learns the env reward (n-step if configured) and stops at the
+        env's terminals, so it values the greedy extrinsic policy whatever explored; the exploration head
+        learns env reward + bonus (one-step) and stops at the module's terminals (none if non-episodic)."""
+        ext = self.extrinsic_target(b, v_next[:, 0], "reward_ext", "terminal_ext")
+        explore = b["reward"].float() + self.cfg.gamma * (1.0 - b["terminal"].float()) * v_next[:, 1]
+        return torch.stack([ext, explore], 1)
 
     def artifacts(self, run_dir, logger, step: int) -> None:
         """Called by the loop after each evaluation: the intrinsic module's coverage image."""

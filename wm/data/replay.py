@@ -76,13 +76,38 @@ class Replay:
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, device=self.device)
 
-    def sample_transitions(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def sample_transitions(self, batch_size: int, n_step: int = 1, gamma: float = 1.0) -> dict[str, torch.Tensor]:
+        """Uniform transitions; ``n_step`` > 1 adds each one's n-step return (``return_n``: the discounted
+        rewards of up to n steps, stopping at the episode's end and at the newest row), the observation it
+        bootstraps from (``obs_n``), that row's ``terminal_n`` and ``discount_n`` = gamma ** steps taken."""
         env, row = self._draw(batch_size, span=2)
         first = self.data["is_first"][env, row % self.size]
         while first.any():  # a reset row has no transition into it: draw those again
             env[first], row[first] = self._draw(int(first.sum()), span=2)
             first = self.data["is_first"][env, row % self.size]
-        return self._transitions(env, row)
+        out = self._transitions(env, row)
+        if n_step > 1:
+            out.update(self._n_step(env, row, n_step, gamma))
+        return out
+
+    def _n_step(self, env: np.ndarray, row: np.ndarray, n: int, gamma: float) -> dict[str, torch.Tensor]:
+        d = self.data
+        ret, discount = np.zeros(len(row)), np.ones(len(row))
+        last = row.copy()  # the row each return bootstraps from
+        going = np.ones(len(row), bool)
+        for k in range(n):
+            r = row + k
+            going &= r < self.count[env]  # not written yet: bootstrap from the newest row
+            if not going.any():
+                break
+            ret += np.where(going, discount * d["reward"][env, r % self.size], 0.0)
+            discount = np.where(going, discount * gamma, discount)
+            last = np.where(going, r, last)
+            going &= ~d["is_last"][env, r % self.size]  # the episode ended at r
+        cur = last % self.size
+        return {"return_n": self._tensor(ret.astype(np.float32)), "obs_n": self._tensor(d["obs"][env, cur]),
+                "terminal_n": self._tensor(d["is_terminal"][env, cur]),
+                "discount_n": self._tensor(discount.astype(np.float32))}
 
     def _transitions(self, env: np.ndarray, row: np.ndarray) -> dict[str, torch.Tensor]:
         prev, cur = (row - 1) % self.size, row % self.size

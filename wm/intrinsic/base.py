@@ -40,7 +40,10 @@ from wm.config import positive, require
 class IntrinsicConfig:
     scale: float = 0.0          # reward = extrinsic + scale * intrinsic
     episodic: bool = True       # False: clear `terminal`, so the (intrinsic) return flows across episode ends
-    normalize: str = "std"      # "std": divide intrinsic rewards by their running std; "none": raw
+    normalize: str = "std"      # "std": divide intrinsic rewards by their running std; "return": by the running
+                                # std of the discounted intrinsic return (Burda et al.); "none": raw
+    norm_window: int = 0        # > 0: that std forgets, weighing about the last norm_window values (0: all)
+    norm_gamma: float = 0.99    # discount of the intrinsic return behind normalize: return
     obs_norm: bool = True       # feed the module observations standardised by running mean/std (clip +-5)
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     lr: float = 1e-3
@@ -50,15 +53,20 @@ class IntrinsicConfig:
     def check(self) -> None:
         positive(self, "scale", allow_zero=True)
         positive(self, "lr", "coverage_bins", "plot_every")
-        require(self.normalize in ("std", "none"), "normalize", f"valid: std, none (got {self.normalize!r})")
+        positive(self, "norm_window", allow_zero=True)
+        require(self.normalize in ("std", "return", "none"), "normalize",
+                f"valid: std, return, none (got {self.normalize!r})")
+        require(0 <= self.norm_gamma < 1, "norm_gamma", f"must be in [0, 1) (got {self.norm_gamma})")
         require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and variance over the leading axis (parallel-variance merge of batches)."""
+    """Running mean and variance over the leading axis (parallel-variance merge of batches). With
+    ``window`` > 0 the count stops growing there, so old batches fade (an exponential moving estimate)."""
 
-    def __init__(self, shape: tuple[int, ...] = ()):
+    def __init__(self, shape: tuple[int, ...] = (), window: int = 0):
         super().__init__()
+        self.window = window
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
@@ -72,7 +80,7 @@ class RunningMeanStd(nn.Module):
         delta, total = b_mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.var.copy_((self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total)
-        self.count.copy_(total)
+        self.count.copy_(total if self.window <= 0 else total.clamp(max=self.window))
 
     @property
     def std(self) -> torch.Tensor:
@@ -99,13 +107,14 @@ class Intrinsic(nn.Module):
         self.obs_dim = self.encoder.dim
         self.box = isinstance(obs_space, gym.spaces.Box)
         self.obs_rms = RunningMeanStd((self.obs_dim,)) if self.box else None
-        self.reward_rms = RunningMeanStd()
+        self.reward_rms = RunningMeanStd(window=cfg.norm_window)
         self.optim: torch.optim.Optimizer | None = None  # subclasses create it after their networks
         # exploration statistics, filled by observe()
         self.counts = self._empty_counts()
         self.cursor: np.ndarray | None = None  # replay rows scanned per env
         self.env_steps: np.ndarray | None = None  # real steps seen per env
         self.ep_int: np.ndarray | None = None
+        self.int_return: np.ndarray | None = None
         self.ep_ext: np.ndarray | None = None
         self.first_goal_step = -1
         self.last_plot = -1
@@ -118,6 +127,13 @@ class Intrinsic(nn.Module):
     def loss(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor | None:
         return None
 
+    def reward_and_loss(self, obs, action, next_obs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Both at once; subclasses whose reward is their loss's per-sample term override it to share
+        one forward pass."""
+        with torch.no_grad():
+            raw = self.raw_reward(obs, action, next_obs)
+        return raw, self.loss(obs, action, next_obs)
+
     # ---- features --------------------------------------------------------------------------------
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.encoder(obs)
@@ -126,24 +142,27 @@ class Intrinsic(nn.Module):
         return x
 
     def normalized(self, raw: torch.Tensor) -> torch.Tensor:
-        return raw / self.reward_rms.std.float() if self.cfg.normalize == "std" else raw
+        return raw if self.cfg.normalize == "none" else raw / self.reward_rms.std.float()
 
     # ---- the agent's hook ------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Train on ``batch`` once and return it with the scaled intrinsic reward added."""
+        """Train on ``batch`` once and return it with the scaled intrinsic reward added to ``reward``; the
+        parts stay apart for agents with a separate intrinsic value head: ``reward_ext``, ``terminal_ext``
+        (the env's) and ``bonus`` (scaled, normalised intrinsic reward; its terminal is ``terminal``)."""
         obs, action, next_obs = batch["obs"], batch["action"], batch["next_obs"]
-        with torch.no_grad():
-            raw = self.raw_reward(obs, action, next_obs)
-        self.reward_rms.update(raw)
+        raw, loss = self.reward_and_loss(obs, action, next_obs)
+        raw = raw.detach()
+        if self.cfg.normalize == "std":  # ("return": observe() tracks the returns of the rows as they come)
+            self.reward_rms.update(raw)
         bonus = self.cfg.scale * self.normalized(raw)
-        loss = self.loss(obs, action, next_obs)
         stats = {}
         if loss is not None:
             self.optim.zero_grad(set_to_none=True)
             loss.backward()
             self.optim.step()
             stats["intrinsic/loss"] = loss.item()
-        out = dict(batch, reward=batch["reward"].float() + bonus)
+        out = dict(batch, reward=batch["reward"].float() + bonus, reward_ext=batch["reward"].float(), bonus=bonus,
+                   terminal_ext=batch["terminal"])
         if not self.cfg.episodic:
             out["terminal"] = torch.zeros_like(batch["terminal"])
         self.stats = {**stats, "intrinsic/reward_raw": raw.mean().item(), "intrinsic/bonus": bonus.mean().item()}
@@ -156,33 +175,42 @@ class Intrinsic(nn.Module):
         if self.cursor is None:
             self.cursor, self.env_steps = np.zeros(n, np.int64), np.zeros(n, np.int64)
             self.ep_int, self.ep_ext = np.zeros(n), np.zeros(n)
+            self.int_return = np.zeros(n)  # discounted intrinsic return per env, never reset (Burda et al.)
         ended_int, ended_ext = [], []
+        new = []  # (env, rows) of the rows written since the last call, all envs at once
         for e in range(n):
             start = max(int(self.cursor[e]), int(replay.count[e]) - replay.size)
-            rows = np.arange(start, int(replay.count[e]))
+            new.append(np.arange(start, int(replay.count[e])))
             self.cursor[e] = replay.count[e]
-            if len(rows) == 0:
-                continue
+        env = np.concatenate([np.full(len(r), e) for e, r in enumerate(new)])
+        rows = np.concatenate(new)
+        if len(rows):
             idx = rows % replay.size
-            obs = d["obs"][e, idx]
+            obs = d["obs"][env, idx]
             self._count(obs)
             if self.obs_rms is not None:
                 self.obs_rms.update(self.encoder(torch.as_tensor(obs)))
-            steps = rows[~d["is_first"][e, idx]]
-            steps = steps[steps >= 1]
-            if len(steps) == 0:
-                continue
-            prev, cur = (steps - 1) % replay.size, steps % replay.size
+            step = ~d["is_first"][env, idx] & (rows >= 1)  # rows that end a transition
+            env, rows = env[step], rows[step]
+        if len(rows):
+            prev, cur = (rows - 1) % replay.size, rows % replay.size
             t = lambda a: torch.as_tensor(a, device=self.device)
-            bonus = self.cfg.scale * self.normalized(
-                self.raw_reward(t(d["obs"][e, prev]), t(d["action"][e, cur]), t(d["obs"][e, cur]))).cpu().numpy()
-            for i, row in enumerate(cur):  # rows in time order: accumulate, close episodes at is_last
+            raw = self.raw_reward(t(d["obs"][env, prev]), t(d["action"][env, cur]), t(d["obs"][env, cur])).cpu()
+            if self.cfg.normalize == "return":
+                returns = np.empty(len(cur))
+                for i, (e, r) in enumerate(zip(env, raw.numpy())):  # per env in time order
+                    self.int_return[e] = self.cfg.norm_gamma * self.int_return[e] + r
+                    returns[i] = self.int_return[e]
+                self.reward_rms.update(torch.as_tensor(returns))
+            bonus = self.cfg.scale * self.normalized(raw).numpy()
+            reward, terminal, last = d["reward"][env, cur], d["is_terminal"][env, cur], d["is_last"][env, cur]
+            for i, e in enumerate(env):  # rows in time order per env: accumulate, close episodes at is_last
                 self.env_steps[e] += 1
                 self.ep_int[e] += bonus[i]
-                self.ep_ext[e] += d["reward"][e, row]
-                if d["is_terminal"][e, row] and self.first_goal_step < 0:
+                self.ep_ext[e] += reward[i]
+                if terminal[i] and (self.first_goal_step < 0 or self.env_steps[e] * n < self.first_goal_step):
                     self.first_goal_step = int(self.env_steps[e] * n)  # envs step in lockstep
-                if d["is_last"][e, row]:
+                if last[i]:
                     ended_int.append(self.ep_int[e])
                     ended_ext.append(self.ep_ext[e])
                     self.ep_int[e] = self.ep_ext[e] = 0.0
@@ -243,12 +271,14 @@ class Intrinsic(nn.Module):
     def get_extra_state(self) -> dict[str, Any]:
         return {"optim": None if self.optim is None else self.optim.state_dict(), "counts": self.counts,
                 "cursor": self.cursor, "env_steps": self.env_steps, "ep_int": self.ep_int, "ep_ext": self.ep_ext,
+                "int_return": self.int_return,
                 "first_goal_step": self.first_goal_step, "last_plot": self.last_plot}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if self.optim is not None:
             self.optim.load_state_dict(state["optim"])
-        for key in ("counts", "cursor", "env_steps", "ep_int", "ep_ext", "first_goal_step", "last_plot"):
+        for key in ("counts", "cursor", "env_steps", "ep_int", "ep_ext", "int_return", "first_goal_step",
+                    "last_plot"):
             setattr(self, key, state[key])
 
 

@@ -49,11 +49,15 @@ class ICM(Intrinsic):
         return 0.5 * (pred_next - f_next).pow(2).sum(-1)
 
     def loss(self, obs, action, next_obs):
+        return self.reward_and_loss(obs, action, next_obs)[1]
+
+    def reward_and_loss(self, obs, action, next_obs):
         f_next, pred_next, logits = self.parts(obs, action, next_obs)
+        raw = 0.5 * (pred_next - f_next).pow(2).sum(-1).detach()
         inverse = F.cross_entropy(logits, action.long())
         forward = 0.5 * (pred_next - f_next.detach()).pow(2).sum(-1).mean()
         self.last_inverse_accuracy = (logits.argmax(-1) == action.long()).float().mean().item()
-        return (1 - self.cfg.beta) * inverse + self.cfg.beta * forward
+        return raw, (1 - self.cfg.beta) * inverse + self.cfg.beta * forward
 
     def forward(self, batch):
         out = super().forward(batch)

@@ -42,3 +42,7 @@ class RND(Intrinsic):
 
     def loss(self, obs, action, next_obs):
         return self.error(next_obs).mean()
+
+    def reward_and_loss(self, obs, action, next_obs):
+        err = self.error(next_obs)
+        return err.detach(), err.mean()
