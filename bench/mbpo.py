@@ -46,7 +46,27 @@ def summarise(seeds: list[dict]) -> dict:
             "steps_to_threshold": spread(reached), "final_return": spread([r["final"] for r in seeds]),
             "best_return": spread([r["best"] for r in seeds]),
             "wall_seconds": spread([r["wall_seconds"] for r in seeds]),
+            "cpu_seconds": spread([r["cpu_seconds"] for r in seeds]),
+            "loadavg_1min_at_start": spread([r["loadavg_1min_at_start"] for r in seeds]),
             "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds])}
+
+
+def steps_ratio(mbpo_runs: list[dict], sac_runs: list[dict], budget: int) -> dict:
+    """SAC's over MBPO's median steps to the threshold. A seed that never reaches it counts as needing more
+    than the budget (censored), so the ratio is then a lower bound: ``at_least`` instead of ``value``."""
+    def med(runs):  # the median with censored seeds at +inf (None if the median itself is censored)
+        xs = sorted(r["steps_to_threshold"] if r["steps_to_threshold"] is not None else float("inf") for r in runs)
+        mid = xs[(len(xs) - 1) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+        return None if mid == float("inf") else mid
+    m, s = med(mbpo_runs), med(sac_runs)
+    out = {"mbpo_median_steps": m, "sac_median_steps": s,
+           "mbpo_steps_each": [r["steps_to_threshold"] for r in mbpo_runs],
+           "sac_steps_each": [r["steps_to_threshold"] for r in sac_runs], "value": None, "at_least": None}
+    if m is not None and s is not None:
+        out["value"] = s / m
+    elif m is not None:
+        out["at_least"] = budget / m  # SAC's median is beyond the budget
+    return out
 
 
 def main() -> None:
@@ -56,12 +76,24 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5000, help="InvertedPendulum env-step budget")
     p.add_argument("--hopper-steps", type=int, default=10_000, help="0 skips Hopper")
     p.add_argument("--hopper-seed", type=int, default=0)
+    p.add_argument("--reuse", action="store_true",
+                   help="take completed run dirs of the same command instead of running them again")
+    p.add_argument("--collect-only", action="store_true",
+                   help="run nothing: write the results from the completed run dirs there are (implies --reuse)")
     p.add_argument("--no-lock", action="store_true",
                    help="do not wait for /tmp/wm-bench.lock (other timed runs may overlap; recorded)")
     args = p.parse_args()
     if args.no_lock:
         common.LOCK = Path(f"/tmp/wm-bench-mbpo-{os.getpid()}.lock")  # a private lock
     sac_seeds = args.seeds if args.sac_seeds is None else args.sac_seeds
+    args.reuse = args.reuse or args.collect_only
+
+    def completed(name: str, seed: int) -> bool:
+        path = RUNS / name / f"seed{seed}" / "summary.json"
+        return path.exists() and read_run(path.parent)["summary"]["status"] == "completed"
+
+    def wanted(name: str, seed: int) -> bool:
+        return not args.collect_only or completed(name, seed)
 
     ip = ["experiment=mbpo_inverted_pendulum", f"total_steps={args.steps}"]
     sac = ["experiment=sac_inverted_pendulum", f"total_steps={args.steps}"]
@@ -75,27 +107,22 @@ def main() -> None:
            "model.rollout.max_length=4", "checkpoint.every=5000"]
 
     mbpo_runs, sac_runs = [], []
-    for s in args.seeds:
-        rec = train_seed("mbpo_inverted_pendulum", ip, s, THRESHOLD)
+    for s in [s for s in args.seeds if wanted("mbpo_inverted_pendulum", s)]:
+        rec = train_seed("mbpo_inverted_pendulum", ip, s, THRESHOLD, reuse=args.reuse)
         rec["model"] = model_figures("mbpo_inverted_pendulum", s)
         mbpo_runs.append(rec)
         print("mbpo ip seed", s, rec["steps_to_threshold"], rec["final"], rec["wall_seconds"], flush=True)
-    for s in sac_seeds:
-        sac_runs.append(train_seed("sac_inverted_pendulum", sac, s, THRESHOLD))
+    for s in [s for s in sac_seeds if wanted("sac_inverted_pendulum", s)]:
+        sac_runs.append(train_seed("sac_inverted_pendulum", sac, s, THRESHOLD, reuse=args.reuse))
         print("sac ip seed", s, sac_runs[-1]["steps_to_threshold"], sac_runs[-1]["final"], flush=True)
     hopper = None
-    if args.hopper_steps:
-        hopper = train_seed("mbpo_hopper", hop, args.hopper_seed, None)
+    if args.hopper_steps and wanted("mbpo_hopper", args.hopper_seed):
+        hopper = train_seed("mbpo_hopper", hop, args.hopper_seed, None, reuse=args.reuse)
         hopper["model"] = model_figures("mbpo_hopper", args.hopper_seed)
         print("mbpo hopper", hopper["final"], hopper["wall_seconds"], flush=True)
 
-    def steps(rs):
-        return [r["steps_to_threshold"] for r in rs if r["steps_to_threshold"] is not None]
-
     m, b = summarise(mbpo_runs), summarise(sac_runs)
-    ratio = None
-    if steps(mbpo_runs) and steps(sac_runs) and len(steps(sac_runs)) == len(sac_runs):
-        ratio = statistics.median(steps(sac_runs)) / statistics.median(steps(mbpo_runs))
+    ratio = steps_ratio(mbpo_runs, sac_runs, args.steps)
     cmd = "python -m bench.mbpo " + " ".join(
         [f"--seeds {' '.join(map(str, args.seeds))}", f"--sac-seeds {' '.join(map(str, sac_seeds))}",
          f"--steps {args.steps}", f"--hopper-steps {args.hopper_steps}", f"--hopper-seed {args.hopper_seed}"] + (["--no-lock"] if args.no_lock else []))
@@ -110,7 +137,7 @@ def main() -> None:
             "threshold": THRESHOLD,
             "mbpo": {"overrides": ip, "seeds": mbpo_runs, "summary": m},
             "sac": {"overrides": sac, "seeds": sac_runs, "summary": b},
-            "sac_over_mbpo_median_steps_to_threshold": ratio,
+            "sac_over_mbpo_steps_to_threshold": ratio,
         },
         "hopper": None if hopper is None else {
             "budget": {"env_steps": args.hopper_steps, "eval_every": 1000, "eval_episodes": 5},
