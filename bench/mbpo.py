@@ -10,8 +10,8 @@ of the elites' predicted mean on the held-out 20% of real transitions, in standa
 as bad as predicting the mean) and model/holdout_mse_raw (the same in the env's own units) from the last
 metrics row that has them (the mean over the retrains since the previous row: one retrain per row on
 InvertedPendulum, whose evals every 250 steps flush the metrics, four on Hopper), and the median over rows of
-model/rollout_transitions_per_s. (bench/results/mbpo.json was written before this key was renamed from
-"retrains" to "log_rows".)
+model/rollout_transitions_per_s; and ``heldout_model_error``: each final ensemble on fresh transitions of its
+run's final policy. InvertedPendulum seeds end at their first eval >= 950 (eval.stop_at) unless --full.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ resumed MBPO run ends exactly like an uninterrupted one, and bad combinations fa
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.conftest import compose_cfg, kill_then_resume, metrics, summary, train
@@ -58,7 +57,7 @@ def test_mbpo_sigkill_then_resume_equals_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert train(full, *TINY_MBPO).returncode == 0
     kill_then_resume(killed, TINY_MBPO, min_step=100, total_steps=300)
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and not k.endswith(TIMING)}  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and not k.endswith(TIMING)}
                          for r in rows]
     assert drop(metrics(killed)) == drop(metrics(full))
 
