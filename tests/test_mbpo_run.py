@@ -3,7 +3,6 @@ resumed MBPO run ends exactly like an uninterrupted one, and bad combinations fa
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.conftest import compose_cfg, kill_then_resume, metrics, summary, train
@@ -45,11 +44,20 @@ def test_sac_alone_is_the_model_free_baseline(run_dir):
     assert "train/q1_loss" in keys and not any(k.startswith("model/") for k in keys)
 
 
+def test_eval_stop_at_ends_the_run_at_the_first_eval_that_reaches_it(run_dir):
+    proc = train(run_dir, "experiment=sac_inverted_pendulum", "total_steps=400", "eval.every=100",
+                 "eval.episodes=2", "eval.envs=2", "agent.prefill=100", "agent.update.start=100",
+                 "agent.hidden=[16,16]", "eval.stop_at=1")  # every eval return is >= 1: stop at step 100
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert summary(run_dir)["status"] == "completed" and summary(run_dir)["steps"] == 100
+    assert [r["step"] for r in metrics(run_dir) if "eval/return_mean" in r] == [100]
+
+
 def test_mbpo_sigkill_then_resume_equals_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert train(full, *TINY_MBPO).returncode == 0
     kill_then_resume(killed, TINY_MBPO, min_step=100, total_steps=300)
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and not k.endswith(TIMING)}  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and not k.endswith(TIMING)}
                          for r in rows]
     assert drop(metrics(killed)) == drop(metrics(full))
 

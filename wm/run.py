@@ -83,7 +83,7 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
     settings = LoopSettings(
         seed=r.seed, total_steps=r.total_steps, eval_every=r.eval.every, eval_episodes=r.eval.episodes,
         eval_envs=r.eval.envs, eval_video=r.eval.video, checkpoint_every=r.checkpoint.every,
-        log_every=r.log_every, replay_capacity=r.replay.capacity,
+        log_every=r.log_every, replay_capacity=r.replay.capacity, eval_stop_at=r.eval.stop_at,
     )
     progress = r.progress and not os.environ.get("CI")
     if plan.loop == "online":

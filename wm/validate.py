@@ -28,6 +28,7 @@ class EvalConfig:
     episodes: int = 10
     envs: int = 10  # eval episodes run in waves of this many parallel envs
     video: bool = False
+    stop_at: float | None = None  # end the run at the first eval whose return_mean reaches this
 
     def check(self) -> None:
         positive(self, "every", "episodes", "envs")

@@ -57,12 +57,21 @@ def test_losses_on_a_hand_checked_case():
     assert out["train/q1_loss"] == pytest.approx(((3 - target[0]) ** 2 + (3 - target[1]) ** 2) / 2, rel=1e-4)
     assert out["train/q2_loss"] == pytest.approx(((5 - target[0]) ** 2 + (5 - target[1]) ** 2) / 2, rel=1e-4)
     mean_logp = sum(logp_now) / 2
-    # the actor sees the critics after their step: Adam's first step moves q1's output bias by -lr (3e-4)
-    assert out["train/actor_loss"] == pytest.approx(0.1 * mean_logp - (3.0 - 3e-4), rel=1e-5)
+    # one backward pass: the actor is scored by the critics as they were before this step (min(3, 5) = 3)
+    assert out["train/actor_loss"] == pytest.approx(0.1 * mean_logp - 3.0, rel=1e-6)
     # temperature loss -log(alpha) (log pi + target entropy), target entropy -|A| = -1
     assert out["train/alpha_loss"] == pytest.approx(-math.log(0.1) * (mean_logp - 1.0), rel=1e-4)
     assert out["train/entropy"] == pytest.approx(-mean_logp, rel=1e-4)
     assert out["train/alpha"] > 0.1  # entropy (about -19) is below its target (-1): the temperature rises
+
+
+def test_the_actor_loss_reaches_the_actor_but_not_the_critics():
+    agent = constant_agent()
+    obs = torch.randn(4, 3)
+    action, logp = agent.actor(obs)
+    (agent.q(obs, action, frozen=True).min(0).values - 0.1 * logp).mean().backward()
+    assert all(p.grad is None for p in agent.q.parameters())
+    assert all(p.grad is not None for p in agent.actor.parameters())
 
 
 def test_targets_are_polyak_averaged():

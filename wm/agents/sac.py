@@ -10,9 +10,9 @@ model rolls out with this policy (``policy_actions``). Alone (``model=none``) it
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +37,7 @@ class SACConfig:
     tau: float = 0.005            # target smoothing: target <- (1 - tau) target + tau online, every update
     init_alpha: float = 1.0
     autotune: bool = True         # learn alpha so the policy entropy tracks target_entropy
-    target_entropy: Optional[float] = None  # None: -action_dim
+    target_entropy: float | None = None  # None: -action_dim
     log_std_min: float = -20.0
     log_std_max: float = 2.0
     actor_every: int = 1          # critic updates per actor (and temperature) update
@@ -55,6 +55,9 @@ class SACConfig:
         require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
 
 
+_LOG_2, _HALF_LOG_2PI = math.log(2.0), 0.5 * math.log(2 * math.pi)
+
+
 class Actor(nn.Module):
     """obs -> tanh-squashed Gaussian over [-1, 1]^A."""
 
@@ -67,10 +70,13 @@ class Actor(nn.Module):
         """A squashed action in [-1, 1] and its log-probability (B,)."""
         mean, log_std = self.net(obs).chunk(2, -1)
         log_std = log_std.clamp(self.log_std_min, self.log_std_max)
-        dist = torch.distributions.Normal(mean, log_std.exp())
-        u = mean if deterministic else dist.rsample()
+        # the Gaussian by hand (torch.distributions.Normal costs more than these 64x64 nets on a CPU):
+        # u = mean + std eps, log N(u; mean, std) = -eps^2/2 - log std - log(2 pi)/2
+        eps = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
+        u = mean + log_std.exp() * eps
         # log|d tanh(u)/du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), numerically stable
-        log_prob = dist.log_prob(u).sum(-1) - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        log_prob = (-0.5 * eps.square() - log_std - _HALF_LOG_2PI
+                    - 2 * (_LOG_2 - u - F.softplus(-2 * u))).sum(-1)
         return torch.tanh(u), log_prob
 
 
@@ -82,15 +88,16 @@ class TwinCritic(nn.Module):
         sizes = [obs_dim + act_dim, *hidden, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for n_in, n_out in itertools.pairwise(sizes):
             layers = [nn.Linear(n_in, n_out) for _ in range(2)]  # PyTorch's default init, per critic
             self.weights.append(nn.Parameter(torch.stack([m.weight.detach().T for m in layers])))
             self.biases.append(nn.Parameter(torch.stack([m.bias.detach()[None] for m in layers])))
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """``frozen``: no gradient reaches the critics' parameters (the actor's loss), only ``action``."""
         x = torch.cat([obs, action], -1).expand(2, -1, -1)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w)
+            x = torch.baddbmm(b.detach(), x, w.detach()) if frozen else torch.baddbmm(b, x, w)
             if i < len(self.weights) - 1:
                 x = F.relu(x)
         return x.squeeze(-1)
@@ -117,10 +124,13 @@ class SAC(Agent):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha), device=self.device),
                                       requires_grad=cfg.autotune)
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
-        fused = {"fused": True} if self.device.type == "cpu" else {}  # fewer small ops per step
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, **fused)
-        self.critic_optim = torch.optim.Adam(self.q.parameters(), lr=cfg.critic_lr, **fused)
-        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        # one Adam, a parameter group (and learning rate) each for critics, actor and temperature: one
+        # fused step per update instead of three (a parameter without a gradient this update is skipped)
+        groups = [{"params": list(self.q.parameters()), "lr": cfg.critic_lr},
+                  {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
+                  {"params": [self.log_alpha], "lr": cfg.alpha_lr}]
+        self.optim = torch.optim.Adam(groups, **({"fused": True} if self.device.type == "cpu" else {}))
+        self._online_params, self._target_params = list(self.q.parameters()), list(self.q_target.parameters())
         self.updates = 0
         self.last_actor: dict[str, float] = {}
         if model is not None and hasattr(model, "set_policy"):
@@ -153,7 +163,7 @@ class SAC(Agent):
         B = self.cfg.batch_size
         n_model = 0
         if self.model is not None and hasattr(self.model, "sample") and len(self.model.buffer) > 0:
-            n_model = B - int(round(self.cfg.real_ratio * B))
+            n_model = B - round(self.cfg.real_ratio * B)
         real = replay.sample_transitions(B - n_model)
         real = {k: v.float() if k != "terminal" else v for k, v in real.items()}
         real["obs"], real["next_obs"] = real["obs"].flatten(1), real["next_obs"].flatten(1)
@@ -167,6 +177,9 @@ class SAC(Agent):
         return self.update(self.batch(replay))
 
     def update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One critic, actor and temperature step from a single backward pass (the three losses touch
+        disjoint parameters: the actor's loss sees the critics frozen, the temperature's sees log pi
+        detached), so the actor is scored by the critics as they were before this step's critic update."""
         obs, next_obs, action = b["obs"], b["next_obs"], self.from_env(b["action"])
         reward, not_done = b["reward"].float(), 1.0 - b["terminal"].float()
         alpha = self.alpha
@@ -176,39 +189,34 @@ class SAC(Agent):
             target = reward + self.cfg.gamma * not_done * (next_q - alpha * next_logp)
         q1, q2 = self.q(obs, action)
         q1_loss, q2_loss = F.mse_loss(q1, target), F.mse_loss(q2, target)
-        self.critic_optim.zero_grad(set_to_none=True)
-        (q1_loss + q2_loss).backward()
-        self.critic_optim.step()
-
-        if self.updates % self.cfg.actor_every == 0:
+        loss = q1_loss + q2_loss
+        actor_step = self.updates % self.cfg.actor_every == 0
+        if actor_step:
             new_action, logp = self.actor(obs)
-            q_new = self.q(obs, new_action).min(0).values
+            q_new = self.q(obs, new_action, frozen=True).min(0).values
             actor_loss = (alpha * logp - q_new).mean()
-            self.actor_optim.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_optim.step()
-            self.last_actor = {"train/actor_loss": actor_loss.item(), "train/entropy": -logp.mean().item()}
+            loss = loss + actor_loss
             if self.cfg.autotune:
                 alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-                self.alpha_optim.zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                self.alpha_optim.step()
+                loss = loss + alpha_loss
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        if actor_step:
+            self.last_actor = {"train/actor_loss": actor_loss.item(), "train/entropy": -logp.mean().item()}
+            if self.cfg.autotune:
                 self.last_actor["train/alpha_loss"] = alpha_loss.item()
         self.updates += 1
         with torch.no_grad():  # target smoothing
-            torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), self.cfg.tau)
+            torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.tau)
         return {"train/q1_loss": q1_loss.item(), "train/q2_loss": q2_loss.item(), "train/q_mean": q1.mean().item(),
                 "train/alpha": self.alpha.item(), **self.last_actor}
 
     # ---- checkpoint -----------------------------------------------------------------------------
     def state_dict(self, *args, **kwargs):
-        return {"nets": super().state_dict(), "actor_optim": self.actor_optim.state_dict(),
-                "critic_optim": self.critic_optim.state_dict(), "alpha_optim": self.alpha_optim.state_dict(),
-                "updates": self.updates, "env_step": self.env_step, "last_actor": dict(self.last_actor)}
+        return {"nets": super().state_dict(), "optim": self.optim.state_dict(), "updates": self.updates, "env_step": self.env_step, "last_actor": dict(self.last_actor)}
 
     def load_state_dict(self, state, strict: bool = True):
         super().load_state_dict(state["nets"], strict=strict)
-        self.actor_optim.load_state_dict(state["actor_optim"])
-        self.critic_optim.load_state_dict(state["critic_optim"])
-        self.alpha_optim.load_state_dict(state["alpha_optim"])
+        self.optim.load_state_dict(state["optim"])
         self.updates, self.env_step, self.last_actor = state["updates"], state["env_step"], state["last_actor"]

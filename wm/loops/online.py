@@ -39,6 +39,7 @@ class LoopSettings:
     checkpoint_every: int
     log_every: int
     replay_capacity: int
+    eval_stop_at: float | None = None  # end at the first eval whose return_mean reaches this
 
 
 class OnlineLoop:
@@ -83,6 +84,9 @@ class OnlineLoop:
                     self._learn()
                     if self.step // self.s.eval_every > self.evals_done:
                         self._evaluate()
+                        if self.s.eval_stop_at is not None and \
+                                self.logger.last["eval/return_mean"] >= self.s.eval_stop_at:
+                            break  # solved: the final evaluation and checkpoint below are this step's
                     if self.step - self.last_checkpoint >= self.s.checkpoint_every:
                         self._checkpoint()
                     bar.update(self.step, **self._bar_info())

@@ -18,6 +18,7 @@ Shapes: obs (B, O), action (B, A) in env units, reward (B,), terminal (B,) bool.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class ProbabilisticEnsemble(nn.Module):
     def __init__(self, members: int, n_in: int, n_out: int, hidden: list[int]):
         super().__init__()
         sizes = [n_in, *hidden, 2 * n_out]
-        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in itertools.pairwise(sizes))
         self.max_logvar = nn.Parameter(torch.full((members, 1, n_out), 0.5))
         self.min_logvar = nn.Parameter(torch.full((members, 1, n_out), -10.0))
         self.n_out = n_out
@@ -135,7 +136,7 @@ class RolloutSchedule:
 
     def length(self, step: int) -> int:
         frac = min(max((step - self.start) / (self.end - self.start), 0.0), 1.0)
-        return int(round(self.min_length + frac * (self.max_length - self.min_length)))
+        return round(self.min_length + frac * (self.max_length - self.min_length))
 
 
 @dataclass
@@ -182,7 +183,7 @@ class MBPO(WorldModel):
                  device: torch.device | str = "cpu"):
         super().__init__()
         if not (isinstance(obs_space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)):
-            raise ValueError("model=mbpo needs vector (Box) observations and continuous (Box) actions")
+            raise TypeError("model=mbpo needs vector (Box) observations and continuous (Box) actions")
         self.cfg, self.device = cfg, torch.device(device)
         self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         n_in, n_out = self.obs_dim + self.act_dim, self.obs_dim + 1
