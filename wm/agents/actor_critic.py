@@ -25,7 +25,7 @@ from torch import nn
 from wm.agents.base import Agent
 from wm.models import dists
 from wm.models.nets import mlp, zero_last
-from wm.models.rssm import RSSM, Schedule
+from wm.models.rssm import RSSM, Schedule, adam
 
 
 def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tensor:
@@ -95,8 +95,8 @@ class ActorCritic(Agent):
         self.register_buffer("ret_scale", torch.ones(()))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.eps)
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, cfg.eps, self.device)
+        self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, cfg.eps, self.device)
 
     # ----- policy ------------------------------------------------------------------------------------
     def policy(self, feat: torch.Tensor) -> td.Distribution:
