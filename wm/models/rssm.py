@@ -67,7 +67,7 @@ class RSSM(WorldModel):
         layers: int = 2  # encoder/decoder/head MLP depth
         cnn_depth: int = 16  # pixel encoder/decoder base channels
         symlog_obs: bool = True  # vector obs: symlog inputs and symlog-MSE reconstruction (V3)
-        reward_head: str = "twohot"  # "twohot" (V3 symlog two-hot) | "symlog_mse" | "mse"
+        reward_head: str = "symlog_mse"  # "symlog_mse" | "twohot" (V3 paper: 255 symlog bins) | "mse"
         kl_balance: bool = True  # split KL into dynamics and representation terms (V2/V3)
         dyn_scale: float = 0.5  # balanced: weight of KL(sg(post) || prior)
         rep_scale: float = 0.1  # balanced: weight of KL(post || sg(prior))
