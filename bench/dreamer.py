@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench.common import LOCK, ROOT, RUNS, curve, first_step_at, plot_curves, read_run, spread, write_results
 
 THRESHOLD = 475.0
+
+
+REUSE = False  # --reuse: keep completed run dirs (same overrides) instead of training again
 
 
 def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/return_mean",
@@ -35,14 +40,19 @@ def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/ret
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
+    log = run_dir.parent / f"seed{seed}.log"
+    if REUSE and _completed_with(run_dir, cmd):
+        rec = json.loads((run_dir.parent / f"seed{seed}.record.json").read_text())
+        print(f"{name} seed {seed}: reused {run_dir}", flush=True)
+        return {**rec, "reused_run_dir": True}
     load = os.getloadavg()
     t0 = time.time()
-    with open(run_dir.parent / f"seed{seed}.log", "w") as out:
+    with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{name} seed {seed} failed: see {run_dir.parent / f'seed{seed}.log'}")
+        raise RuntimeError(f"{name} seed {seed} failed: see {log}")
     run = read_run(run_dir)
     points = curve(run["rows"], metric)
     steps = run["summary"]["steps"]
@@ -60,7 +70,16 @@ def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/ret
             rec[key] = run["summary"][key]
     print(f"{name} seed {seed}: final {rec['final']} steps_to_{threshold} {rec['steps_to_threshold']} "
           f"wall {wall:.0f}s cpu {rec['cpu_seconds']:.0f}s", flush=True)
+    (run_dir.parent / f"seed{seed}.record.json").write_text(json.dumps({**rec, "cmd": cmd[1:]}))
     return rec
+
+
+def _completed_with(run_dir, cmd: list[str]) -> bool:
+    """A finished run dir whose recorded command (overrides included) is this one."""
+    rec = run_dir.parent / f"{run_dir.name}.record.json"
+    if not (rec.exists() and (run_dir / "summary.json").exists()):
+        return False
+    return read_run(run_dir)["summary"]["status"] == "completed" and json.loads(rec.read_text()).get("cmd") == cmd[1:]
 
 
 def run_jobs(jobs: list[tuple[str, list[str], int]], parallel: int, on_done=None, **kw) -> dict[str, list[dict]]:
@@ -128,7 +147,8 @@ def bench_planet(args) -> None:
     ov = ["experiment=planet_cartpole", f"total_steps={args.planet_steps}"]
     seeds = run_seeds("planet_cartpole", ov, args.planet_seeds, args.parallel)
     write_results("dreamer_planet", {
-        "command": "python -m bench.dreamer --only planet", "overrides": ov,
+        "command": f"python -m bench.dreamer --only planet --planet-seeds {' '.join(map(str, args.planet_seeds))} "
+                   f"--planet-steps {args.planet_steps}", "overrides": ov,
         "budget": {"env_steps": args.planet_steps}, "threshold": THRESHOLD, "seeds": seeds,
         "summary": summarise(seeds)})
     plot_curves("dreamer_planet", {"PlaNet (rssm gaussian + cem)": seeds}, THRESHOLD)
@@ -139,73 +159,118 @@ def bench_carracing(args) -> None:
           f"eval.every={args.carracing_steps}", "eval.episodes=1", "eval.envs=1"]
     seeds = run_seeds("dreamer_carracing", ov, [0], 1, threshold=None)
     write_results("dreamer_carracing", {
-        "command": "python -m bench.dreamer --only carracing", "overrides": ov,
+        "command": f"python -m bench.dreamer --only carracing --carracing-steps {args.carracing_steps}",
+        "overrides": ov, "complete": True,
         "budget": {"env_steps": args.carracing_steps}, "seeds": seeds, "summary": summarise(seeds)})
 
 
+def carracing_partial(args) -> None:
+    """Write bench/results/dreamer_carracing.json from the run dir of a CarRacing run that was stopped before
+    its budget: steps done, wall time, the training episodes' returns and the world-model losses logged."""
+    path = RUNS / "dreamer_carracing" / "seed0" / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    log = RUNS / "dreamer_carracing" / "seed0.log"
+    keys = ("model/loss", "model/obs_loss", "model/reward_loss", "model/kl", "agent/imag_return")
+    write_results("dreamer_carracing", {
+        "command": f"python -m bench.dreamer --only carracing --carracing-steps {args.carracing_steps} "
+                   "(stopped early; this file: python -m bench.dreamer --carracing-partial)",
+        "complete": False, "budget": {"env_steps": args.carracing_steps},
+        "steps_logged": max(r["step"] for r in rows), "wall_seconds_at_last_log": max(r["time"] for r in rows),
+        "last_progress_line": next((x for x in reversed(log.read_text().splitlines()) if "env steps" in x), None),
+        "train_episodes": [[r["step"], r["train/episode_return"]] for r in rows if "train/episode_return" in r],
+        "learner_metrics": [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in rows
+                            if any(k in r for k in keys)],
+        "eval": curve(rows, "eval/return_mean"),
+    })
+
+
+SPEED_VARIANTS = {  # name -> (torch threads, overrides on experiment=dreamer_cartpole)
+    "default": (1, []),
+    "two-hot reward + critic heads (255 bins, DreamerV3 paper)": (
+        1, ["model.reward_head=twohot", "agent.critic_head=twohot"]),
+    "default with Adam's per-tensor loop (fused=false)": (1, ["+bench_unfused=true"]),
+}
+
+
 def bench_speed(args) -> None:
-    """Time per training update (world model + actor-critic) at the default size, 1 and 2 threads."""
+    """Time per training update (world model + actor-critic) at the default size: wall and CPU ms per update
+    (CPU time is what a loaded machine does not inflate), a cProfile of where it goes, and the variants that
+    show what the defaults saved."""
     code = r"""
 import json, sys, time, torch, cProfile, pstats, io
+import numpy as np
 from hydra import compose, initialize_config_dir
 from wm.config import typed
 from wm.data.replay import Replay
-from wm.envs.factory import make_env
-from wm.models.rssm import RSSM
+from wm.envs.factory import EnvConfig, make_env
+from wm.models import rssm as R
 from wm.agents.actor_critic import ActorCritic
-import numpy as np
 torch.set_num_threads(int(sys.argv[1])); torch.manual_seed(0)
+overrides = json.loads(sys.argv[3])
+if "+bench_unfused=true" in overrides:
+    overrides.remove("+bench_unfused=true")
+    R.adam = lambda params, lr, eps, device: torch.optim.Adam(params, lr=lr, eps=eps)
+    import wm.agents.actor_critic as AC; AC.adam = R.adam
 with initialize_config_dir(config_dir=sys.argv[2], version_base="1.3"):
-    cfg = compose("train", overrides=["experiment=dreamer_cartpole"])
-env_cfg = typed(__import__("wm.envs.factory", fromlist=["EnvConfig"]).EnvConfig, cfg.env, "env")
-env = make_env(env_cfg)
+    cfg = compose("train", overrides=["experiment=dreamer_cartpole", *overrides])
+env = make_env(typed(EnvConfig, cfg.env, "env"))
 rep = Replay(10000, 1, env.observation_space, env.action_space)
-obs, _ = env.reset(seed=0); env.action_space.seed(0)
-rep.add([0], obs=obs[None], action=np.zeros(1, np.int64), reward=np.zeros(1), is_first=np.ones(1, bool), is_last=np.zeros(1, bool), is_terminal=np.zeros(1, bool))
-for t in range(2000):
-    a = env.action_space.sample(); obs, r, te, tr, _ = env.step(a)
-    rep.add([0], obs=obs[None], action=np.array([a]), reward=np.array([r]), is_first=np.zeros(1, bool), is_last=np.array([te or tr]), is_terminal=np.array([te]))
+def row(obs, a, r, first, last, term):
+    rep.add([0], obs=obs[None], action=np.array([a]), reward=np.array([r], np.float32),
+            is_first=np.array([first]), is_last=np.array([last]), is_terminal=np.array([term]))
+obs, _ = env.reset(seed=0); env.action_space.seed(0); row(obs, 0, 0.0, True, False, False)
+for t in range(2000):  # random-policy CartPole rows, episode boundaries included
+    a = env.action_space.sample(); obs, r, te, tr, _ = env.step(a); row(obs, a, r, False, te or tr, te)
     if te or tr:
-        obs, _ = env.reset(seed=t)
-        rep.add([0], obs=obs[None], action=np.zeros(1, np.int64), reward=np.zeros(1), is_first=np.ones(1, bool), is_last=np.zeros(1, bool), is_terminal=np.zeros(1, bool))
-m = RSSM(typed(RSSM, cfg.model, "model"), env.observation_space, env.action_space)
+        obs, _ = env.reset(seed=t + 1); row(obs, 0, 0.0, True, False, False)
+m = R.RSSM(typed(R.RSSM, cfg.model, "model"), env.observation_space, env.action_space)
 ag = ActorCritic(typed(ActorCritic, cfg.agent, "agent"), env.observation_space, env.action_space, m)
 for i in range(5): m.train_step(rep, i); ag.train_step(rep, i)
-n = 40; tm = ta = 0.0
+n = 20; tm = ta = cm = ca = 0.0
 for i in range(n):
-    t0 = time.perf_counter(); m.train_step(rep, i); t1 = time.perf_counter(); ag.train_step(rep, i); t2 = time.perf_counter()
-    tm += t1 - t0; ta += t2 - t1
-pr = cProfile.Profile(); pr.enable()
-for i in range(10): m.train_step(rep, i); ag.train_step(rep, i)
-pr.disable(); s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(8)
-top = [l.strip() for l in s.getvalue().splitlines() if "{" in l or ".py" in l][:8]
-print(json.dumps({"threads": int(sys.argv[1]), "updates": n, "model_ms": 1000 * tm / n, "agent_ms": 1000 * ta / n,
-                  "total_ms": 1000 * (tm + ta) / n, "params_model": sum(p.numel() for p in m.parameters()),
-                  "params_agent": sum(p.numel() for p in ag.parameters()), "profile_top_tottime": top}))
+    t0, c0 = time.perf_counter(), time.process_time(); m.train_step(rep, i)
+    t1, c1 = time.perf_counter(), time.process_time(); ag.train_step(rep, i)
+    tm += t1 - t0; ta += time.perf_counter() - t1; cm += c1 - c0; ca += time.process_time() - c1
+pr = cProfile.Profile(time.process_time); pr.enable()
+for i in range(5): m.train_step(rep, i); ag.train_step(rep, i)
+pr.disable(); s = io.StringIO(); st = pstats.Stats(pr, stream=s); st.sort_stats("tottime").print_stats(10)
+total = st.total_tt
+top = []
+for (f, line, fn), (cc, nc, tt, ct, callers) in sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:10]:
+    top.append({"function": fn if f == "~" else f"{f.split('/')[-1]}:{line}({fn})", "calls_per_update": nc / 5,
+                "cpu_ms_per_update": round(1000 * tt / 5, 2), "share": round(tt / total, 3)})
+print(json.dumps({"threads": int(sys.argv[1]), "overrides": overrides, "updates_timed": n,
+                  "wall_ms_per_update": {"model": 1000 * tm / n, "agent": 1000 * ta / n, "total": 1000 * (tm + ta) / n},
+                  "cpu_ms_per_update": {"model": 1000 * cm / n, "agent": 1000 * ca / n, "total": 1000 * (cm + ca) / n},
+                  "params_model": sum(p.numel() for p in m.parameters()),
+                  "params_agent": sum(p.numel() for p in ag.parameters()),
+                  "profile_top_cpu_tottime": top}))
 """
-    out = []
-    for threads in (1, 2):
+    out = {}
+    for name, (threads, overrides) in SPEED_VARIANTS.items():
         load = os.getloadavg()
-        p = subprocess.run([sys.executable, "-c", code, str(threads), str(ROOT / "conf")], cwd=ROOT,
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        p = subprocess.run([sys.executable, "-c", code, str(threads), str(ROOT / "conf"), json.dumps(overrides)],
+                           cwd=ROOT, check=False, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)})
         if p.returncode != 0:
             raise RuntimeError(p.stderr[-3000:])
-        import json
         rec = json.loads(p.stdout.strip().splitlines()[-1])
         rec["loadavg_at_start"] = [round(x, 2) for x in load]
-        out.append(rec)
-        print(rec, flush=True)
-    write_results("dreamer_speed", {"command": "python -m bench.dreamer --only speed",
-                                    "config": "experiment=dreamer_cartpole (defaults of model=rssm, agent=actor_critic)",
-                                    "runs": out})
+        out[name] = rec
+        print(name, rec["wall_ms_per_update"], rec["cpu_ms_per_update"], flush=True)
+    write_results("dreamer_speed", {
+        "command": "python -m bench.dreamer --only speed",
+        "config": "experiment=dreamer_cartpole (model=rssm, agent=actor_critic defaults), 2,000 random CartPole rows",
+        "note": "wall time is inflated by other load on the shared machine; CPU time (process_time) is not",
+        "variants": out})
 
 
 def _cpu_of(run_dir) -> float | None:
     """user+sys CPU seconds of the live train.py process writing run_dir (None if it is not running)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if f"hydra.run.dir={run_dir}".encode() in open(f"/proc/{pid}/cmdline", "rb").read():
-                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            if f"hydra.run.dir={run_dir}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
         except OSError:
             continue
@@ -215,7 +280,6 @@ def _cpu_of(run_dir) -> float | None:
 def snapshot(args) -> None:
     """Write bench/results/dreamer.json from the run dirs of a Dreamer/DQN benchmark that is still running
     (or was stopped): per seed, the eval curve so far, marked incomplete. No training, no lock."""
-    import json
 
     groups = {}
     for name in ("dreamer_cartpole", "dqn_cartpole_10k"):
@@ -266,14 +330,23 @@ def main() -> None:
     p.add_argument("--carracing-steps", type=int, default=4000)
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--snapshot", action="store_true", help="write results from run dirs in progress and exit")
+    p.add_argument("--reuse", action="store_true", help="keep completed seed run dirs of the same command")
+    p.add_argument("--carracing-partial", action="store_true",
+                   help="write dreamer_carracing.json from a CarRacing run dir that was stopped early and exit")
     args = p.parse_args()
+    global REUSE
+    REUSE = args.reuse
     if args.snapshot:
         snapshot(args)
+        return
+    if args.carracing_partial:
+        carracing_partial(args)
         return
     if args.parallel > 1:
         os.environ["OMP_NUM_THREADS"] = "1"  # one torch thread per concurrent seed
     with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.environ.get("WM_BENCH_LOCK", "1") != "0":  # 0: development runs beside other benchmarks
+            fcntl.flock(lock, fcntl.LOCK_EX)
         for name in args.only:
             print(f"== {name}", flush=True)
             SECTIONS[name](args)

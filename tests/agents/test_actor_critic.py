@@ -1,6 +1,7 @@
 """Dreamer actor-critic: lambda-returns, acting, where gradients flow in imagination and where they stop,
 exact resume of model + agent, and a tiny learning check."""
 import copy
+import itertools
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,10 +12,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rssm_fakes import FakeReplay, collect  # noqa: E402
+from rssm_fakes import FakeReplay, collect
 
-from wm.agents.actor_critic import ActorCritic, lambda_returns  # noqa: E402
-from wm.models.rssm import RSSM  # noqa: E402
+from wm.agents.actor_critic import ActorCritic, lambda_returns
+from wm.models.rssm import RSSM
 
 TINY_M = RSSM.Config(batch=4, length=8, deter=32, hidden=32, units=32, groups=4, classes=4, stoch=8)
 TINY_A = ActorCritic.Config(horizon=5, units=32, layers=1)
@@ -44,12 +45,12 @@ def test_lambda_returns_by_hand():
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_act_shapes_and_state(env_id):
-    env, rep, m, a = make(env_id)
+    env, _rep, _m, a = make(env_id)
     obs = np.stack([env.observation_space.sample() for _ in range(3)])
     act, state = a.act(obs, a.initial_state(3), np.array([True, True, True]), explore=True)
     assert act.shape == (3,) + env.action_space.shape
     assert all(env.action_space.contains(x.astype(env.action_space.dtype)) for x in act)
-    act2, state2 = a.act(obs, state, np.array([False, True, False]), explore=False)
+    _act2, state2 = a.act(obs, state, np.array([False, True, False]), explore=False)
     assert state2[0]["deter"].shape == (3, 32)
     assert not torch.allclose(state2[0]["deter"][0], state[0]["deter"][0])  # recurrent state advanced
 
@@ -62,11 +63,11 @@ def test_reinforce_gradients_stop_at_model():
     """Discrete actions: REINFORCE. The world model gets no gradient from the actor or critic losses, the
     imagined features carry no graph, and actor and critic both learn."""
     torch.manual_seed(0)
-    env, rep, m, a = make()
+    _env, rep, m, a = make()
     m.train_step(rep, 0)
     m.opt.zero_grad(set_to_none=True)
     before = copy.deepcopy(m.state_dict())
-    feats, actions = a.imagine({k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()})
+    feats, _actions = a.imagine({k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()})
     assert a.grad_mode == "reinforce" and not feats.requires_grad and feats.shape[0] == TINY_A.horizon + 1
     actor_before = [p.clone() for p in a.actor.parameters()]
     critic_before = [p.clone() for p in a.critic.parameters()]
@@ -87,7 +88,7 @@ def test_dynamics_gradients_flow_through_model_into_actor():
     """Continuous actions: the actor is trained by backpropagating returns through the learned dynamics;
     those gradients pass through the model's modules but never land on its parameters."""
     torch.manual_seed(0)
-    env, rep, m, a = make("Pendulum-v1", latent="gaussian")
+    _env, rep, m, a = make("Pendulum-v1", latent="gaussian")
     assert a.grad_mode == "dynamics"
     m.train_step(rep, 0)
     m.opt.zero_grad(set_to_none=True)
@@ -111,7 +112,7 @@ def test_dynamics_gradients_flow_through_model_into_actor():
 
 def test_critic_loss_does_not_reach_actor(monkeypatch):
     torch.manual_seed(0)
-    env, rep, m, a = make("Pendulum-v1", latent="gaussian")
+    _env, rep, m, a = make("Pendulum-v1", latent="gaussian")
     m.train_step(rep, 0)
     seen = {}
     orig = a.critic_opt.step
@@ -159,7 +160,7 @@ def test_tiny_learning_check():
     """Imagination learns the value of staying alive: on CartPole data the reward head learns the +1 per
     step, imagined lambda-returns approach the horizon, and the critic's value rises steadily from zero."""
     torch.manual_seed(0)
-    env, rep, m, a = make(steps=600, critic_lr=3e-3, actor_lr=1e-3, slow_decay=0.5)
+    _env, rep, m, a = make(steps=600, critic_lr=3e-3, actor_lr=1e-3, slow_decay=0.5)
     for g in m.opt.param_groups:
         g["lr"] = 3e-3
     values = []
@@ -171,7 +172,7 @@ def test_tiny_learning_check():
     assert out["agent/imag_reward"] > 0.6  # CartPole pays 1 per step
     assert out["agent/imag_return"] > 0.4 * TINY_A.horizon
     checkpoints = values[10::10] + [values[-1]]
-    assert all(b > a_ for a_, b in zip(checkpoints, checkpoints[1:])) and values[-1] > 0.1
+    assert all(b > a_ for a_, b in itertools.pairwise(checkpoints)) and values[-1] > 0.1
 
 
 def test_dreamer_run_resumes_exactly(tmp_path):
@@ -189,7 +190,7 @@ def test_dreamer_run_resumes_exactly(tmp_path):
     assert train(part, *run, "total_steps=80", env=env).returncode == 0  # last checkpoint at 80
     p = train(part, *run, "total_steps=160", "resume=true", env=env)
     assert p.returncode == 0, p.stderr[-2000:]
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
     a, b = drop(metrics(full)), drop(metrics(part))
     assert any("agent/actor_loss" in r for r in a) and a == b
     assert summary(part)["eval/return_mean"] == summary(full)["eval/return_mean"]

@@ -52,11 +52,11 @@ def test_continuous_plan_converges_to_optimum():
 
 def test_act_shapes_and_exploration():
     torch.manual_seed(0)
-    m, cem = planner(gym.spaces.Box(-2.0, 2.0, (2,), np.float32), candidates=16, iterations=2, top_k=4)
+    _m, cem = planner(gym.spaces.Box(-2.0, 2.0, (2,), np.float32), candidates=16, iterations=2, top_k=4)
     obs = np.zeros((3, 3), np.float32)
     greedy, state = cem.act(obs, None, np.ones(3, bool), explore=False)
     assert greedy.shape == (3, 2) and np.all(np.abs(greedy) <= 2.0)
     assert state[0]["deter"].shape == (3, 8)
-    m, cem = planner(gym.spaces.Discrete(4), candidates=16, iterations=2, top_k=4, explore_eps=1.0)
+    _m, cem = planner(gym.spaces.Discrete(4), candidates=16, iterations=2, top_k=4, explore_eps=1.0)
     acts = np.concatenate([cem.act(obs, None, np.ones(3, bool), explore=True)[0] for _ in range(10)])
     assert acts.dtype.kind == "i" and len(set(acts.tolist())) > 1  # eps=1: uniform random actions

@@ -25,7 +25,7 @@ from torch import nn
 from wm.agents.base import Agent
 from wm.models import dists
 from wm.models.nets import mlp, zero_last
-from wm.models.rssm import RSSM, Schedule
+from wm.models.rssm import RSSM, Schedule, adam
 
 
 def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tensor:
@@ -52,16 +52,16 @@ class ActorCritic(Agent):
         units: int = 64
         layers: int = 2
         actor_lr: float = 3e-4
-        critic_lr: float = 3e-4
+        critic_lr: float = 3e-3
         eps: float = 1e-5
         grad_clip: float = 100.0
         entropy: float = 3e-4  # entropy bonus (on normalised advantages)
         unimix: float = 0.01  # discrete actor: uniform mix
         actor_grad: str = "auto"  # "reinforce" | "dynamics" | "auto" (reinforce if discrete else dynamics)
-        critic_head: str = "twohot"  # "twohot" | "symlog_mse" | "mse"
+        critic_head: str = "symlog_mse"  # "symlog_mse" | "twohot" (DreamerV3 paper) | "mse"
         slow_decay: float = 0.98  # EMA of the slow critic per update
-        slow_reg: float = 1.0  # weight pulling the critic towards the slow critic
-        slow_target: bool = True  # bootstrap lambda-returns from the slow critic
+        slow_reg: float = 0.1  # weight pulling the critic towards the slow critic (DreamerV3: 1.0)
+        slow_target: bool = False  # bootstrap lambda-returns from the slow critic (False: fast, as V3)
         return_norm: bool = True  # divide advantages by max(1, P95 - P5) of returns (EMA)
         norm_decay: float = 0.99
         min_std: float = 0.1  # continuous actor std range
@@ -95,8 +95,8 @@ class ActorCritic(Agent):
         self.register_buffer("ret_scale", torch.ones(()))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.eps)
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, cfg.eps, self.device)
+        self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr, cfg.eps, self.device)
 
     # ----- policy ------------------------------------------------------------------------------------
     def policy(self, feat: torch.Tensor) -> td.Distribution:

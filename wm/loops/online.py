@@ -211,6 +211,8 @@ class OnlineLoop:
             self._write_video(frames)
         if hasattr(self.agent, "artifacts"):  # e.g. state-visitation images
             self.agent.artifacts(Path(self.logger.run_dir), self.logger, self.step)
+        if self.model is not None and hasattr(self.model, "artifacts"):  # e.g. RSSM open-loop videos
+            self.model.artifacts(Path(self.logger.run_dir), self.logger, self.step)
 
     def _write_video(self, frames: list[np.ndarray]) -> None:
         path = Path(self.logger.run_dir) / "videos" / f"eval_{self.step:08d}.mp4"

@@ -38,6 +38,12 @@ def is_image_space(obs_space: gym.Space) -> bool:
     return len(obs_space.shape) == 3
 
 
+def adam(params, lr: float, eps: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has one (CPU, CUDA): one call per step instead of a Python
+    loop over parameter tensors, about 4x cheaper per step for these many small tensors on a CPU."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
+
+
 class RSSM(WorldModel):
     """World model: encoder, RSSM core (GRU + stochastic latent), decoder, reward and continue heads."""
 
@@ -61,7 +67,7 @@ class RSSM(WorldModel):
         layers: int = 2  # encoder/decoder/head MLP depth
         cnn_depth: int = 16  # pixel encoder/decoder base channels
         symlog_obs: bool = True  # vector obs: symlog inputs and symlog-MSE reconstruction (V3)
-        reward_head: str = "twohot"  # "twohot" (V3 symlog two-hot) | "symlog_mse" | "mse"
+        reward_head: str = "symlog_mse"  # "symlog_mse" | "twohot" (V3 paper: 255 symlog bins) | "mse"
         kl_balance: bool = True  # split KL into dynamics and representation terms (V2/V3)
         dyn_scale: float = 0.5  # balanced: weight of KL(sg(post) || prior)
         rep_scale: float = 0.1  # balanced: weight of KL(post || sg(prior))
@@ -73,7 +79,7 @@ class RSSM(WorldModel):
         lr: float = 1e-3
         eps: float = 1e-8
         grad_clip: float = 1000.0
-        video_every: int = 500  # pixel envs: open-loop video to <run dir>/videos every N updates (0 = off)
+        video: bool = True  # pixel envs: open-loop video (real | imagined | error) after each evaluation
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, device: Any = "cpu"):
         super().__init__()
@@ -115,7 +121,7 @@ class RSSM(WorldModel):
             self.register_buffer("act_low", torch.as_tensor(act_space.low, dtype=torch.float32), persistent=False)
             self.register_buffer("act_high", torch.as_tensor(act_space.high, dtype=torch.float32), persistent=False)
         self.to(self.device)
-        self.opt = torch.optim.Adam(self.parameters(), lr=c.lr, eps=c.eps)
+        self.opt = adam(self.parameters(), c.lr, c.eps, self.device)
         self.last_states: State | None = None  # posteriors of the latest update, for imagination
         self.last_cont: torch.Tensor | None = None
         self._updates = 0
@@ -275,18 +281,7 @@ class RSSM(WorldModel):
         self.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()
         self._last_batch = batch
         self._updates += 1
-        if self.image and self.cfg.video_every and self._updates % self.cfg.video_every == 0:
-            self._video_to_run_dir(step)
         return metrics
-
-    def _video_to_run_dir(self, step: int) -> None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            out_dir = Path(HydraConfig.get().runtime.output_dir)
-        except Exception:  # not inside a Hydra run (tests, notebooks): artifacts() is the way
-            return
-        self.write_video(out_dir / "videos" / f"open_loop_{step:08d}.mp4")
 
     # ----- checkpointing: optimizer included ---------------------------------------------------------
     def state_dict(self, *args, **kwargs):
@@ -338,16 +333,19 @@ class RSSM(WorldModel):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             imageio.mimsave(path, list(frames), fps=10, macro_block_size=1)
-        except Exception:  # no ffmpeg backend: fall back to a GIF
+        except (ImportError, RuntimeError, ValueError, OSError):  # no ffmpeg backend: fall back to a GIF
             path = path.with_suffix(".gif")
             imageio.mimsave(path, list(frames), duration=0.1)
         return path
 
-    def artifacts(self, out_dir: Path, logger=None) -> None:
-        """Open-loop video (pixel envs) of the latest training batch into out_dir/videos, registered with the
-        logger (and so W&B) when one is given. For loops that call artifacts() after each evaluation."""
-        if not self.image or getattr(self, "_last_batch", None) is None:
-            return
-        path = self.write_video(Path(out_dir) / "videos" / f"open_loop_upd{self._updates:07d}.mp4")
+    def artifacts(self, out_dir: Path, logger=None, step: int | None = None) -> Path | None:
+        """Open-loop video (pixel envs) of the latest training batch into out_dir/videos/open_loop_<step>.mp4,
+        registered with the logger (and so W&B) when one is given. The online loop calls this after each
+        evaluation."""
+        if not (self.image and self.cfg.video) or getattr(self, "_last_batch", None) is None:
+            return None
+        step = self._updates if step is None else step
+        path = self.write_video(Path(out_dir) / "videos" / f"open_loop_{step:08d}.mp4")
         if logger is not None and hasattr(logger, "log_file"):
-            logger.log_file("model/open_loop", path, "video", getattr(logger, "step", self._updates))
+            logger.log_file("model/open_loop", path, "video", step)
+        return path
