@@ -32,7 +32,7 @@ def test_continuous_actions_stay_in_the_box():
     agent.act_space, agent.out_dim = box, 3
     agent.dim = 3 * agent.in_dim + 3
     params = torch.randn(50, agent.dim) * 10
-    a, enc = agent.actions(params, torch.randn(50, agent.in_dim))
+    a, _ = agent.actions(params, torch.randn(50, agent.in_dim))
     assert a.shape == (50, 3) and box.contains(a[0])
     assert (a >= box.low).all() and (a <= box.high).all()
     assert agent.in_dim == 8 + 16 and build(inputs="z").in_dim == 8  # [z, h] vs z only
@@ -41,7 +41,7 @@ def test_continuous_actions_stay_in_the_box():
 def test_es_pickled_mid_run_continues_identically():
     agent = build(population=6)
     agent.start(seed=3)
-    f = lambda X: -((X - 0.5) ** 2).sum(1)  # noqa: E731
+    f = lambda X: -((X - 0.5) ** 2).sum(1)
     for _ in range(3):
         X = agent.ask()
         agent.tell(X, f(X))

@@ -53,6 +53,15 @@ def test_carracing_runs_every_stage_at_a_tiny_budget(run_dir):
     assert "eval/return_mean" in s
 
 
+@pytest.mark.slow
+def test_carracing_preset_at_total_steps_4000(run_dir):
+    proc = train(run_dir, "experiment=worldmodels_carracing", "total_steps=4000", timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["steps"] <= 4000
+    assert all((run_dir / "stages" / f"{n}.json").exists() for n in STAGES)
+
+
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("full") / "run"
@@ -61,11 +70,11 @@ def full(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("target", ["vae", "controller"])
-def test_killed_in_a_stage_resumes_there_and_ends_as_uninterrupted(full, run_dir, target):
-    proc = train(run_dir, *CP, background=True)
+def kill_in(run_dir, overrides, target):
+    """Run until a checkpoint taken inside stage ``target``, then SIGKILL."""
+    proc = train(run_dir, *overrides, background=True)
     deadline = time.time() + 300
-    while time.time() < deadline:  # wait for a checkpoint taken inside the target stage
+    while time.time() < deadline:
         name, sub = stage(run_dir)
         if name == target and sub is not None:
             break
@@ -73,13 +82,18 @@ def test_killed_in_a_stage_resumes_there_and_ends_as_uninterrupted(full, run_dir
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    done_before = {n for n in STAGES if (run_dir / "stages" / f"{n}.json").exists()}
-    assert done_before == set(STAGES[:STAGES.index(target)])
+    done = {n for n in STAGES if (run_dir / "stages" / f"{n}.json").exists()}
+    assert done == set(STAGES[:STAGES.index(target)])
+
+
+def test_killed_in_any_stage_resumes_there_and_ends_as_uninterrupted(full, run_dir):
+    kill_in(run_dir, CP, "vae")  # mid-V: killed between two of its checkpoints
+    kill_in(run_dir, [*CP, "resume=true"], "controller")  # the resumed run, killed again mid-CMA-ES
     resumed = train(run_dir, *CP, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     out = resumed.stdout + resumed.stderr
-    assert f"resuming in stage {target}" in out
-    for earlier in STAGES[:STAGES.index(target)]:
+    assert "resuming in stage controller" in out
+    for earlier in STAGES[:3]:
         assert f"stage {earlier}\n" not in out  # finished stages are not run again
     assert summary(run_dir)["status"] == "completed"
     assert results(run_dir) == results(full)  # same losses, fitness per generation and test score

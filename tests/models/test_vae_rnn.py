@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from wm.models.vae_rnn import MDNRNN, ConvVAE, VAERNN, VAERNNConfig
+from wm.models.vae_rnn import MDNRNN, VAERNN, ConvVAE, VAERNNConfig
 
 OBS = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
 ACT = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))

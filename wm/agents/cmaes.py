@@ -28,7 +28,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from wm.agents.base import Agent
 from wm.config import positive, require
-from wm.data.rollouts import action_size, encode_action
+from wm.data.rollouts import action_size
 from wm.envs.factory import EnvConfig, make_env
 
 INPUTS = ("zh", "z")

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import gymnasium as gym
 import numpy as np

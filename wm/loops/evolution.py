@@ -43,7 +43,7 @@ CONTROLLER, REEVAL, EVAL, DREAM = 11, 12, 1, 13  # seed streams (EVAL as the onl
 
 def split_budget(total: int, rollouts: float, controller: float) -> tuple[int, int]:
     share = rollouts / (rollouts + controller)
-    r = int(round(total * share))
+    r = round(total * share)
     return r, total - r
 
 
@@ -203,7 +203,7 @@ class EvolutionLoop:
                 stats.clear()
             if i % self.model.cfg.stage_checkpoint_every == 0 and i < total:
                 self._checkpoint(name, {"i": i, "state": state_fn()})
-            self._check_stop(name, lambda: {"i": i, "state": state_fn()})
+            self._check_stop(name, lambda i=i: {"i": i, "state": state_fn()})
 
     # ---- stage 3: M ---------------------------------------------------------------------------------------
     def _stage_mdnrnn(self, sub) -> None:
@@ -234,10 +234,9 @@ class EvolutionLoop:
     # ---- stage 4: C ---------------------------------------------------------------------------------------
     def _stage_controller(self, sub) -> None:
         a, cfg = self.agent, self.agent.cfg
-        if cfg.dream:
-            if self.model.latents is None:
-                self._data()
-                self.model.encode_dataset()
+        if cfg.dream and self.model.latents is None:
+            self._data()
+            self.model.encode_dataset()
         if sub is None:
             a.start(self.s.seed)
             sub = {"gen": 0, "last_cost": 0, "best": None, "es": None}

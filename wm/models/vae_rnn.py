@@ -304,8 +304,7 @@ class VAERNN(WorldModel):
             z[b, :n + 1] = mu + rng.standard_normal(mu.shape).astype(np.float32) * np.exp(0.5 * logvar)
             a[b, :n] = ep["action"][start:start + n]
             rew[b, :n], done[b, :n], mask[b, :n] = ep["reward"][start:start + n], ep["done"][start:start + n], 1
-        t = lambda v: torch.as_tensor(v, device=self.device)  # noqa: E731
-        loss, logs = self.rnn.loss(t(z), t(a), t(rew), t(done), t(mask))
+        loss, logs = self.rnn.loss(*(torch.as_tensor(v, device=self.device) for v in (z, a, rew, done, mask)))
         self.rnn_opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.rnn.parameters(), r.grad_clip)
