@@ -3,6 +3,7 @@
     python -m bench.worldmodels throughput     # -> bench/results/worldmodels_throughput.json
     python -m bench.worldmodels run            # -> bench/results/worldmodels_carracing.json + .png
     python -m bench.worldmodels                # both
+    python -m bench.worldmodels run --reuse    # keep completed run dirs, rerun what is missing
 
 throughput (one process, one torch thread, paper-sized V and M, untrained weights: speed does not depend on
 them): env steps/s of (a) the raw env stepped alone with random actions, (b) a population of P controllers
@@ -113,15 +114,22 @@ def throughput(population: int = 16, steps: int = 400, dream_batches=(16, 256)) 
     return out
 
 
-def train(name: str, overrides: list[str]) -> dict:
+def train(name: str, overrides: list[str], reuse: bool = False) -> dict:
+    """One seed through train.py; ``reuse``: take a completed run dir of the same name instead (its wall time
+    from summary.json, no CPU seconds)."""
     run_dir = RUNS / name / "seed0"
-    shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, "seed=0", f"hydra.run.dir={run_dir}", "progress=false"]
-    load, t0, c0 = os.getloadavg(), time.time(), _child_cpu()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall, cpu = time.time() - t0, _child_cpu() - c0
-    if proc.returncode != 0:
-        raise SystemExit(f"train.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    done = reuse and (run_dir / "summary.json").exists() and read_run(run_dir)["summary"]["status"] == "completed"
+    load = os.getloadavg()
+    if done:
+        wall, cpu = read_run(run_dir)["summary"]["wall_seconds"], None
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        t0, c0 = time.time(), _child_cpu()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        wall, cpu = time.time() - t0, _child_cpu() - c0
+        if proc.returncode != 0:
+            raise SystemExit(f"train.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     run = read_run(run_dir)
     gens = [r for r in run["rows"] if "controller/fitness_best" in r]
     stages = {p.stem: json.loads(p.read_text()) for p in (run_dir / "stages").glob("*.json")}
@@ -144,7 +152,7 @@ def train(name: str, overrides: list[str]) -> dict:
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "final_losses": {k: v for r in run["rows"] for k, v in r.items() if k in ("vae/loss", "vae/recon", "vae/kl",
                                                                               "rnn/z_nll", "rnn/reward_mse")},
-        "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+        "wall_seconds": round(wall, 1), "cpu_seconds": None if cpu is None else round(cpu, 1), "reused": done,
         "loadavg_start": [round(x, 2) for x in load], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "config": {"env": OmegaConf.to_container(conf.env), "model": OmegaConf.to_container(conf.model),
                    "agent": OmegaConf.to_container(conf.agent), "eval": OmegaConf.to_container(conf.eval)},
@@ -189,6 +197,7 @@ def main() -> None:
     args = sys.argv[1:]
     what = args[0] if args and args[0] in ("throughput", "run") else "all"
     extra = [a for a in args if "=" in a]
+    reuse = "--reuse" in args  # keep completed run dirs (e.g. rerun only the dream part)
     if what in ("throughput", "all"):
         res = throughput()
         path = write_results("worldmodels_throughput", {"command": "python -m bench.worldmodels throughput",
@@ -196,10 +205,10 @@ def main() -> None:
         print(f"wrote {path}: {json.dumps(res['ratios'])}")
     if what in ("run", "all"):
         real_name, dream_name = "worldmodels_carracing", "worldmodels_carracing_dream"
-        real = train(real_name, ["experiment=worldmodels_carracing", *extra])
+        real = train(real_name, ["experiment=worldmodels_carracing", *extra], reuse)
         src = ROOT / real["run_dir"]
         dream = train(dream_name, ["experiment=worldmodels_carracing_dream", f"model.stages.rollouts_from={src}",
-                                   f"model.stages.mdnrnn_from={src}", *extra])
+                                   f"model.stages.mdnrnn_from={src}", *extra], reuse)
         runs = {"CMA-ES in the real env": real, "CMA-ES in the dream (V, M and rollouts reused)": dream}
         write_results(real_name, {"command": "python -m bench.worldmodels run " + " ".join(extra),
                                   "paper": PAPER, "runs": runs})
