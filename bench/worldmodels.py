@@ -160,7 +160,8 @@ def train(name: str, overrides: list[str], reuse: bool = False) -> dict:
         "final_losses": {k: v for r in run["rows"] for k, v in r.items() if k in ("vae/loss", "vae/recon", "vae/kl",
                                                                               "rnn/z_nll", "rnn/reward_mse")},
         "wall_seconds": round(wall, 1), "cpu_seconds": None if cpu is None else round(cpu, 1), "reused": done,
-        "loadavg_start": [round(x, 2) for x in load], "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_start": None if done else [round(x, 2) for x in load],  # a reused run's load is not known here
+        "loadavg_end": None if done else [round(x, 2) for x in os.getloadavg()],
         "config": {"env": OmegaConf.to_container(conf.env), "model": OmegaConf.to_container(conf.model),
                    "agent": OmegaConf.to_container(conf.agent), "eval": OmegaConf.to_container(conf.eval)},
     }

@@ -6,9 +6,10 @@ import pickle
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
-from wm.agents.cmaes import CMAES, CMAESConfig
+from wm.agents.cmaes import CMAES, CMAESConfig, RayConfig
 from wm.envs.factory import EnvConfig, episode_seed, make_env
 from wm.models.vae_rnn import VAERNN, VAERNNConfig
 
@@ -73,3 +74,17 @@ def test_dream_is_batched_and_reproducible():
     r1, s1 = agent.evaluate_dream(params, seed=4)
     r2, s2 = agent.evaluate_dream(params, seed=4)
     assert r1.shape == (5,) and np.array_equal(r1, r2) and s1 == s2 and 0 < s1 <= 5 * 30
+
+
+@pytest.mark.slow
+def test_ray_tasks_give_the_batched_returns():
+    ray = pytest.importorskip("ray")
+    agent = build(population=4, ray=RayConfig(enabled=True, tasks=2, num_cpus=2))
+    params = np.random.default_rng(0).normal(0, 0.5, (4, agent.dim))
+    seeds = [episode_seed(0, 6, i) for i in range(4)]
+    try:
+        remote, steps = agent.evaluate_ray(CARTPOLE, params, seeds, budget=None)
+    finally:
+        ray.shutdown()
+    local, local_steps = agent.evaluate_real(CARTPOLE, params, seeds)
+    assert np.allclose(remote, local) and steps == local_steps

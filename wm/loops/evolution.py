@@ -174,20 +174,20 @@ class EvolutionLoop:
         if self._source("vae") is not None:
             self._load_product("vae")
             return
-        data = self._data()
-        total = self.model.vae_steps(len(data.frames))
-        i = 0
-        if sub is not None:
-            i = sub["i"]
-            self.model.load_vae_state(sub["state"])
-        self._train("vae", i, total, self.model.train_vae_step, self.model.vae_state)
+        m = self.model
+        self._train("vae", sub, m.vae_steps(len(self._data().frames)), m.train_vae_step, m.vae_state, m.load_vae_state)
         self._save(self.dir / "vae.pt", self.model.vae_state())
         path = self.dir / "media" / "vae_reconstructions.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         imageio.imwrite(path, self.model.reconstructions())
         self.logger.log_file("media/vae_reconstructions", path, "image", self.step)
 
-    def _train(self, name: str, i: int, total: int, step_fn, state_fn) -> None:
+    def _train(self, name: str, sub, total: int, step_fn, state_fn, load_fn) -> None:
+        """``total`` optimizer steps of V or M, from the checkpointed ``sub`` ({i, state}) when resuming."""
+        i = 0
+        if sub is not None:
+            i = sub["i"]
+            load_fn(sub["state"])
         every = max(1, total // 20)
         stats: dict[str, list[float]] = {}
         t0, i0 = time.time(), i
@@ -210,14 +210,9 @@ class EvolutionLoop:
         if self._source("mdnrnn") is not None:
             self._load_product("mdnrnn")
             return
-        data = self._data()
-        self.model.encode_dataset()
-        total = self.model.rnn_steps(data.steps)
-        i = 0
-        if sub is not None:
-            i = sub["i"]
-            self.model.load_rnn_state(sub["state"])
-        self._train("rnn", i, total, self.model.train_rnn_step, self.model.rnn_state)
+        m, data = self.model, self._data()
+        m.encode_dataset()
+        self._train("rnn", sub, m.rnn_steps(data.steps), m.train_rnn_step, m.rnn_state, m.load_rnn_state)
         self._save(self.dir / "mdnrnn.pt", self.model.rnn_state())
         self._dream_video()
 
@@ -246,7 +241,8 @@ class EvolutionLoop:
         P, R = cfg.population, cfg.rollouts
         while sub["gen"] < cfg.generations:
             left = budget - self.spent["controller"]
-            if left <= 0 or (not cfg.dream and sub["gen"] > 0 and left < sub["last_cost"]):
+            # another generation only if the budget still holds it and the re-evaluation of its best
+            if left <= 0 or (not cfg.dream and sub["gen"] > 0 and left < sub["last_cost"] + self._reeval_cost(sub)):
                 break
             g, t0 = sub["gen"], time.time()
             X = a.ask()
@@ -267,9 +263,11 @@ class EvolutionLoop:
                    "controller/seconds": time.time() - t0}
             if cfg.dream:
                 row["controller/dream_steps"] = dream_steps
-            sub.update(gen=g + 1, last_cost=used)
-            if (g + 1) % cfg.reeval_every == 0 or g + 1 == cfg.generations:
-                score = self._reeval(X[int(fitness.argmax())], g, sub)
+            sub.update(gen=g + 1, last_cost=used, last_best=X[int(fitness.argmax())])
+            left = budget - self.spent["controller"]
+            last = g + 1 == cfg.generations or (not cfg.dream and left < used + self._reeval_cost(sub))
+            if (g + 1) % cfg.reeval_every == 0 or last:  # the last generation's best is always re-evaluated
+                score = self._reeval(sub["last_best"], g, sub)
                 if score is not None:
                     row["controller/reeval_return"] = score
             self.logger.log(row, self.step)
@@ -281,12 +279,16 @@ class EvolutionLoop:
         self.best = sub["best"]
         self._save(self.dir / "controller.pt", {"best": self.best, "es": a.es_state(), "generations": sub["gen"]})
 
+    def _reeval_cost(self, sub: dict) -> float:
+        """Env steps a re-evaluation should take, from the last generation's steps per episode."""
+        cfg = self.agent.cfg
+        return sub["last_cost"] / (cfg.population * cfg.rollouts) * cfg.reeval_rollouts
+
     def _reeval(self, params: np.ndarray, g: int, sub: dict) -> float | None:
         """The generation's best candidate on ``reeval_rollouts`` fresh tracks, if the budget still holds them."""
         cfg = self.agent.cfg
         left = self.budget["controller"] - self.spent["controller"]
-        per_episode = sub["last_cost"] / (cfg.population * cfg.rollouts) if not cfg.dream else 0
-        if left <= 0 or per_episode * cfg.reeval_rollouts > left:
+        if left <= 0 or (not cfg.dream and self._reeval_cost(sub) > left):
             return None
         seeds = [episode_seed(self.s.seed, REEVAL, g, r) for r in range(cfg.reeval_rollouts)]
         rets, used = self._evaluate(np.repeat(params[None], len(seeds), 0), seeds, left)
