@@ -216,11 +216,19 @@ class EvolutionLoop:
         self._save(self.dir / "mdnrnn.pt", self.model.rnn_state())
         self._dream_video()
 
-    def _dream_video(self) -> None:
-        """A decoded dream of a zero-parameter controller, next to nothing real: what M imagines."""
-        latents: list[torch.Tensor] = []
-        self.agent.evaluate_dream(np.zeros((1, self.agent.dim)), episode_seed(self.s.seed, DREAM), latents=latents)
-        frames = self.model.decode_frames(torch.cat(latents[:200]))
+    def _dream_video(self, steps: int = 200) -> None:
+        """What M imagines: a zero-parameter controller dreaming ``steps`` steps at temperature tau from a stored
+        first frame, decoded by V (the done head is ignored here, so the video always has its length)."""
+        m, a, seed = self.model, self.agent, episode_seed(self.s.seed, DREAM)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        z = m.initial_latents(1, np.random.default_rng(seed))
+        state = m.rnn.initial_state(1, self.device)
+        h, params, latents = state[0][0], torch.zeros(1, a.dim, device=self.device), []
+        for _ in range(steps):
+            latents.append(z)
+            _, act = a.actions(params, a.features(z, h))
+            z, _, _, state, h = m.dream_step(z, act, state, a.cfg.temperature or m.cfg.rnn.temperature, gen)
+        frames = m.decode_frames(torch.cat(latents))
         path = self.dir / "videos" / "dream.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         imageio.mimwrite(path, list(frames), fps=25, macro_block_size=1)
