@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from wm import checkpoint
 from wm.errors import ConfigError
 from wm.logging import Logger
+from wm.loops.evolution import EvolutionLoop
 from wm.loops.online import LoopSettings, OnlineLoop
 from wm.loops.supervised import SupervisedLoop
 from wm.validate import Plan, validate
@@ -101,4 +102,10 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
         data = plan.env_cls(plan.env, seed=r.seed)
         model = plan.model_cls(plan.model, data=data, device=plan.device)
         return SupervisedLoop(settings, data, model, logger, progress=progress)
-    raise ConfigError(f"model loop {plan.loop!r} is not known; valid: online, supervised")
+    if plan.loop == "evolution":  # World Models: staged rollouts -> V -> M -> CMA-ES controller
+        obs_space, act_space = plan.spaces
+        model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space, device=plan.device)
+        agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model,
+                               device=plan.device)
+        return EvolutionLoop(settings, plan.env, model, agent, logger, plan.device, progress=progress)
+    raise ConfigError(f"model loop {plan.loop!r} is not known; valid: online, supervised, evolution")

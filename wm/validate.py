@@ -110,6 +110,12 @@ def agents_for(kind: str) -> list[str]:
     return found
 
 
+def evolvers() -> list[str]:
+    """Agent options trained by the evolution loop (for error messages)."""
+    return [a for a in options("agent") if getattr(target_class(
+        OmegaConf.load(CONF_DIR / "agent" / f"{a}.yaml"), "agent"), "loop", "online") == "evolution"]
+
+
 def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     top = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in GROUPS}
     top.pop("experiment", None)
@@ -129,13 +135,16 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     names = f"env={_choice(cfg, 'env')} model={_choice(cfg, 'model')} agent={_choice(cfg, 'agent')}"
 
     spaces = None
-    if loop == "online":
+    if loop in ("online", "evolution"):
         if not isinstance(env, EnvConfig):
             raise ConfigError(f"{names}: env={_choice(cfg, 'env')} is a dataset, not an environment; "
                               f"it goes with a supervised model (model=convlstm, hmm or kalman, agent=none)")
+        if loop == "evolution" and getattr(agent_cls, "loop", "online") != "evolution":
+            raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the evolution loop; "
+                              f"valid: agent={' or agent='.join(evolvers())}")
         if agent_cls is None:
             raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns online and needs an agent; "
-                              f"valid: {', '.join(a for a in options('agent') if a != 'none')}")
+                              f"valid: {', '.join(a for a in options('agent') if a not in ('none', *evolvers()))}")
         spaces = _spaces(env)
         kind = action_kind(spaces[1])
         if kind not in agent_cls.action_kinds:
@@ -157,6 +166,9 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
                               f"intrinsic rewards; valid: agent=dqn, or intrinsic=none")
         if not takes:
             intrinsic_cls = intrinsic = None
+        problem = model_cls.check_stages(model) if hasattr(model_cls, "check_stages") else None
+        if problem:  # e.g. model.stages.rollouts_from naming a run dir without finished rollouts
+            raise ConfigError(f"{names}: {problem}")
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")

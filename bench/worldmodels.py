@@ -1,0 +1,230 @@
+"""World Models on CarRacing-v3 on this CPU: throughput side by side, and the whole pipeline at a reduced scale.
+
+    python -m bench.worldmodels throughput     # -> bench/results/worldmodels_throughput.json
+    python -m bench.worldmodels run            # -> bench/results/worldmodels_carracing.json + .png
+    python -m bench.worldmodels                # both
+    python -m bench.worldmodels run --reuse    # keep completed run dirs, rerun what is missing
+
+throughput (one process, one torch thread, paper-sized V and M, untrained weights: speed does not depend on
+them): env steps/s of (a) the raw env stepped alone with random actions, (b) a population of P controllers
+evaluated as one batch (P envs in a vector env + one batched V / controller / M call per step), (c) the same P
+controllers evaluated one at a time, and dream steps/s of the batched population inside M.
+
+run: ``train.py experiment=worldmodels_carracing`` (real-env CMA-ES), then the dream preset taking that run's
+rollouts, V and M by path (``model.stages.*_from``), so the dream controller costs only its re-evaluations.
+Extra ``key=value`` arguments go to both train.py commands. The runs ignore /tmp/wm-bench.lock (WM_BENCH_LOCK=0
+is assumed); the machine's load is recorded instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import RESULTS, ROOT, RUNS, read_run, write_results
+
+PAPER = {"source": "Ha & Schmidhuber 2018, World Models, Table 1 (CarRacing-v0, 100 random tracks)",
+         "full_model_zh": "906 +- 21", "z_only": "632 +- 251", "rollouts": 10000, "population": 64,
+         "rollouts_per_candidate": 16, "generations": 1800, "episode_frames": 1000,
+         "note": "the paper's env frames: 10,000 rollouts x 1,000 + 1,800 x 64 x 16 x 1,000 = ~1.8e9"}
+
+
+def _child_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
+def throughput(population: int = 16, steps: int = 400, dream_batches=(16, 256)) -> dict:
+    import torch
+
+    from wm.agents.cmaes import CMAES, CMAESConfig
+    from wm.envs.factory import EnvConfig, episode_seed, make_env
+    from wm.models.vae_rnn import VAERNN, VAERNNConfig
+
+    torch.set_num_threads(1)
+    cfg = EnvConfig(id="CarRacing-v3", kwargs={"continuous": True}, pixels=True, size=64, action_repeat=2)
+    env = make_env(cfg)
+    torch.manual_seed(0)
+    model = VAERNN(VAERNNConfig(), env.observation_space, env.action_space, torch.device("cpu"))
+    agent = CMAES(CMAESConfig(population=population), env.observation_space, env.action_space, model,
+                  torch.device("cpu"))
+    out: dict = {"population": population, "env": "CarRacing-v3, 64x64 pixels, action repeat 2 (1 step = 2 frames)",
+                 "model": "V: ConvVAE z=32 (paper), M: LSTM 256 x 5 mixtures, C: linear on [z, h]"}
+
+    def timed(fn):
+        load, t0, c0 = os.getloadavg()[0], time.time(), time.process_time()
+        n = fn()
+        wall, cpu = time.time() - t0, time.process_time() - c0
+        return {"steps": n, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+                "steps_per_second": round(n / wall, 1), "steps_per_cpu_second": round(n / cpu, 1),
+                "loadavg_1min_at_start": round(load, 2)}
+
+    def raw():
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        for _ in range(steps):
+            _, _, term, trunc, _ = env.step(env.action_space.sample())
+            if term or trunc:
+                env.reset()
+        return steps
+
+    rng = np.random.default_rng(0)
+    params = rng.normal(0, 0.1, (population, agent.dim))
+    seeds = [episode_seed(0, 9, i) for i in range(population)]
+    out["raw_env"] = timed(raw)
+    out["batched_population"] = timed(lambda: agent.evaluate_real(cfg, params, seeds, budget=steps)[1])
+    out["one_at_a_time"] = timed(lambda: sum(agent.evaluate_real(cfg, params[i:i + 1], seeds[i:i + 1],
+                                                                 budget=steps // population)[1]
+                                             for i in range(population)))
+    # where a batched step's time goes: V + C + M alone, on P frames
+    frames = np.stack([env.reset(seed=s)[0] for s in seeds])
+
+    def model_only():
+        p = torch.as_tensor(params, dtype=torch.float32)
+        state = model.rnn.initial_state(population, "cpu")
+        for _ in range(steps // population):
+            z = model.encode(frames)
+            _, a = agent.actions(p, agent.features(z, state[0][0]))
+            with torch.no_grad():
+                _, state = model.rnn.step(z, a, state)
+        return (steps // population) * population
+
+    out["batched_model_forward_only"] = timed(model_only)
+    def dream(b: int, horizon: int = 100) -> int:  # a fixed horizon: untrained done heads end dreams at random
+        p = torch.as_tensor(np.repeat(params, b // population, 0), dtype=torch.float32)
+        z = model.encode(np.repeat(frames, b // population, 0))
+        state = model.rnn.initial_state(b, "cpu")
+        h, gen = state[0][0], torch.Generator().manual_seed(0)
+        for _ in range(horizon):
+            _, a = agent.actions(p, agent.features(z, h))
+            z, _, _, state, h = model.dream_step(z, a, state, 1.0, gen)
+        return b * horizon
+
+    for b in dream_batches:
+        out[f"dream_batch_{b}"] = timed(lambda b=b: dream(b))
+    real = out["batched_population"]["steps_per_second"]
+    out["ratios"] = {
+        "batched_vs_raw_env": round(real / out["raw_env"]["steps_per_second"], 2),
+        "batched_vs_one_at_a_time": round(real / out["one_at_a_time"]["steps_per_second"], 2),
+        **{f"dream_batch_{b}_vs_real_batched": round(out[f"dream_batch_{b}"]["steps_per_second"] / real, 1)
+           for b in dream_batches},
+    }
+    env.close()
+    return out
+
+
+def train(name: str, overrides: list[str], reuse: bool = False) -> dict:
+    """One seed through train.py; ``reuse``: take a completed run dir of the same name instead (its wall time
+    from summary.json, no CPU seconds)."""
+    run_dir = RUNS / name / "seed0"
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, "seed=0", f"hydra.run.dir={run_dir}", "progress=false"]
+    done = reuse and (run_dir / "summary.json").exists() and read_run(run_dir)["summary"]["status"] == "completed"
+    load = os.getloadavg()
+    if done:
+        wall, cpu = read_run(run_dir)["summary"]["wall_seconds"], None
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        t0, c0 = time.time(), _child_cpu()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        wall, cpu = time.time() - t0, _child_cpu() - c0
+        if proc.returncode != 0:
+            raise SystemExit(f"train.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    run = read_run(run_dir)
+    gens = [r for r in run["rows"] if "controller/fitness_best" in r]
+    stages = {p.stem: json.loads(p.read_text()) for p in (run_dir / "stages").glob("*.json")}
+    test = json.loads((run_dir / "test_returns.json").read_text())
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(run_dir / "config.yaml")
+    s = run["summary"]
+    return {
+        "train_command": "python train.py " + " ".join(overrides) + " seed=0",
+        "run_dir": str(run_dir.relative_to(ROOT)),
+        "status": s["status"], "real_env_steps": s["steps"], "total_steps": conf.total_steps,
+        "test": {"episodes": len(test["returns"]), "return_mean": float(np.mean(test["returns"])),
+                 "return_std": float(np.std(test["returns"])), "return_median": float(np.median(test["returns"])),
+                 "return_min": float(np.min(test["returns"])), "return_max": float(np.max(test["returns"])),
+                 "returns": test["returns"], "best_controller": test["best"]},
+        "generations": [{k.split("/")[1]: r[k] for k in r if k.startswith("controller/")} | {"step": r["step"]}
+                        for r in gens],
+        "rollouts": {k: v for r in run["rows"] for k, v in r.items() if k.startswith("rollouts/")},
+        "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
+        "final_losses": {k: v for r in run["rows"] for k, v in r.items() if k in ("vae/loss", "vae/recon", "vae/kl",
+                                                                              "rnn/z_nll", "rnn/reward_mse")},
+        "wall_seconds": round(wall, 1), "cpu_seconds": None if cpu is None else round(cpu, 1), "reused": done,
+        "loadavg_start": None if done else [round(x, 2) for x in load],  # a reused run's load is not known here
+        "loadavg_end": None if done else [round(x, 2) for x in os.getloadavg()],
+        "config": {"env": OmegaConf.to_container(conf.env), "model": OmegaConf.to_container(conf.model),
+                   "agent": OmegaConf.to_container(conf.agent), "eval": OmegaConf.to_container(conf.eval)},
+    }
+
+
+def plot(name: str, runs: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for i, (label, r) in enumerate(runs.items()):
+        g = r["generations"]
+        xs = [x["generation"] for x in g]
+        mean, std = np.array([x["fitness_mean"] for x in g]), np.array([x["fitness_std"] for x in g])
+        axes[0].plot(xs, [x["fitness_best"] for x in g], f"C{i}-", label=f"{label}: best")
+        axes[0].plot(xs, mean, f"C{i}--", label=f"{label}: mean")
+        axes[0].fill_between(xs, mean - std, mean + std, color=f"C{i}", alpha=0.15)
+        rx = [x["generation"] for x in g if x.get("reeval_return") is not None]
+        axes[0].plot(rx, [x["reeval_return"] for x in g if x.get("reeval_return") is not None], f"C{i}o",
+                     label=f"{label}: best re-evaluated (real env)")
+        axes[1].hist(r["test"]["returns"], bins=10, color=f"C{i}", alpha=0.6,
+                     label=f"{label}: {r['test']['return_mean']:.1f} +- {r['test']['return_std']:.1f}")
+    axes[0].set_xlabel("CMA-ES generation")
+    axes[0].set_ylabel("fitness (episode return; dream runs: imagined)")
+    axes[0].legend(fontsize=7)
+    axes[0].grid(alpha=0.3)
+    axes[1].set_xlabel(f"test return on {next(iter(runs.values()))['test']['episodes']} fresh tracks")
+    axes[1].legend(fontsize=8)
+    axes[1].grid(alpha=0.3)
+    fig.suptitle("World Models on CarRacing-v3, reduced CPU scale (paper: 906 +- 21 at ~1.8e9 frames)", fontsize=10)
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    what = args[0] if args and args[0] in ("throughput", "run") else "all"
+    extra = [a for a in args if "=" in a]
+    reuse = "--reuse" in args  # keep completed run dirs (e.g. rerun only the dream part)
+    if what in ("throughput", "all"):
+        res = throughput()
+        path = write_results("worldmodels_throughput", {"command": "python -m bench.worldmodels throughput",
+                                                        "torch_threads": 1, **res})
+        print(f"wrote {path}: {json.dumps(res['ratios'])}")
+    if what in ("run", "all"):
+        real_name, dream_name = "worldmodels_carracing", "worldmodels_carracing_dream"
+        real = train(real_name, ["experiment=worldmodels_carracing", *extra], reuse)
+        src = ROOT / real["run_dir"]
+        dream = train(dream_name, ["experiment=worldmodels_carracing_dream", f"model.stages.rollouts_from={src}",
+                                   f"model.stages.mdnrnn_from={src}", *extra], reuse)
+        runs = {"CMA-ES in the real env": real, "CMA-ES in the dream (V, M and rollouts reused)": dream}
+        write_results(real_name, {"command": "python -m bench.worldmodels run " + " ".join(extra),
+                                  "paper": PAPER, "runs": runs})
+        plot(real_name, runs)
+        for label, r in runs.items():
+            print(f"{label}: test {r['test']['return_mean']:.1f} +- {r['test']['return_std']:.1f} over "
+                  f"{r['test']['episodes']} tracks, {r['real_env_steps']} real env steps, {r['wall_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

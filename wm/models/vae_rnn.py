@@ -1,0 +1,358 @@
+"""World Models (Ha & Schmidhuber 2018): a ConvVAE (V) compresses each 64x64 frame to z, an MDN-RNN (M)
+predicts p(z_{t+1} | z_t, a_t, h_t) as a mixture of Gaussians, and a small controller (C, wm/agents/cmaes.py)
+acts on [z, h]. Trained by the evolution loop (wm/loops/evolution.py) in stages: random rollouts -> V -> M -> C.
+
+Shapes: frames (B, 3, 64, 64) float in [0, 1]; z (B, latent); actions (B, A) (one-hot for discrete);
+M's state (h, c) each (B, hidden). ``train_vae_step`` / ``train_rnn_step`` draw their batch from a numpy
+generator seeded by (seed, stage, step), so a stage resumed from a checkpoint continues exactly.
+
+Paper architecture: V's encoder is 4 stride-2 4x4 convs (32, 64, 128, 256 channels, ReLU) -> 1024 -> mu, logvar
+(z = 32); the decoder is a dense layer to 1024 then 4 stride-2 deconvs (5, 5, 6, 6 kernels; 128, 64, 32, 3
+channels; sigmoid). Loss: L2 reconstruction summed over pixels + KL with "free bits" max(KL, kl_tolerance * z).
+M is an LSTM with 256 units and 5 mixtures per latent dimension; sampling with temperature tau divides the
+mixture logits by tau and scales the std by sqrt(tau). Optional reward and done heads make dreaming possible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import distributions as D
+from torch import nn
+
+from wm.config import positive, require
+from wm.data.rollouts import FrameDataset, action_size
+from wm.models.base import WorldModel
+
+VAE_STREAM, RNN_STREAM = 1, 2
+
+
+@dataclass
+class BudgetConfig:
+    """Shares of ``total_steps`` (real env steps) per stage that acts in the env; normalised to sum to 1."""
+
+    rollouts: float = 0.5
+    controller: float = 0.5
+
+    def check(self) -> None:
+        positive(self, "rollouts", "controller", allow_zero=True)
+        require(self.rollouts > 0, "rollouts", f"must be > 0 (got {self.rollouts})")
+
+
+@dataclass
+class RolloutConfig:
+    workers: int = 2            # envs stepped in parallel processes (AsyncVectorEnv) while collecting
+    max_episodes: int = 10000   # the paper's 10,000 random rollouts; the step budget usually ends it first
+    dt: float = 0.05            # brownian random policy: a += sqrt(dt) * N(0, 1)
+    resample: float = 0.05      # probability per step of a fresh uniform action (discrete: hold ~1/resample)
+
+    def check(self) -> None:
+        positive(self, "workers", "max_episodes", "dt")
+        require(0 <= self.resample <= 1, "resample", f"must be in [0, 1] (got {self.resample})")
+
+
+@dataclass
+class VAEConfig:
+    epochs: float = 1.0         # passes over the collected frames (the paper: 1 epoch over 10M frames)
+    min_steps: int = 20
+    max_steps: int = 0          # 0: no cap on the optimizer steps that epochs ask for
+    batch: int = 32
+    lr: float = 1e-4
+    kl_tolerance: float = 0.5   # free bits: KL below kl_tolerance * latent is not penalised
+
+    def check(self) -> None:
+        positive(self, "epochs", "batch", "lr")
+        positive(self, "min_steps", "max_steps", "kl_tolerance", allow_zero=True)
+
+
+@dataclass
+class RNNConfig:
+    hidden: int = 256
+    mixtures: int = 5
+    epochs: float = 20.0        # passes over the collected steps (the paper: 20 epochs)
+    min_steps: int = 20
+    max_steps: int = 0
+    batch: int = 16
+    seq_len: int = 64
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    temperature: float = 1.0    # tau for sampling dreams
+    reward_head: bool = True
+    done_head: bool = True
+
+    def check(self) -> None:
+        positive(self, "hidden", "mixtures", "epochs", "batch", "seq_len", "lr", "grad_clip", "temperature")
+        positive(self, "min_steps", "max_steps", allow_zero=True)
+
+
+@dataclass
+class StagesConfig:
+    """Take a stage's product from an earlier run dir instead of making it (its env steps are then not spent
+    here). ``mdnrnn_from`` also takes that run's VAE unless ``vae_from`` is set."""
+
+    rollouts_from: Optional[str] = None
+    vae_from: Optional[str] = None
+    mdnrnn_from: Optional[str] = None
+
+
+@dataclass
+class VAERNNConfig:
+    latent: int = 32
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    rollouts: RolloutConfig = field(default_factory=RolloutConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    rnn: RNNConfig = field(default_factory=RNNConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    stage_checkpoint_every: int = 200   # optimizer steps between checkpoints inside the V and M stages
+
+    def check(self) -> None:
+        positive(self, "latent", "stage_checkpoint_every")
+
+
+def capped(steps: int, cap: int) -> int:
+    return min(steps, cap) if cap else steps
+
+
+class ConvVAE(nn.Module):
+    def __init__(self, latent: int = 32, channels: int = 3):
+        super().__init__()
+        self.latent = latent
+        self.enc = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, 2), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+            nn.Conv2d(64, 128, 4, 2), nn.ReLU(), nn.Conv2d(128, 256, 4, 2), nn.ReLU(), nn.Flatten(),
+        )
+        self.mu, self.logvar = nn.Linear(1024, latent), nn.Linear(1024, latent)
+        self.dec_in = nn.Linear(latent, 1024)
+        self.dec = nn.Sequential(
+            nn.ConvTranspose2d(1024, 128, 5, 2), nn.ReLU(), nn.ConvTranspose2d(128, 64, 5, 2), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 6, 2), nn.ReLU(), nn.ConvTranspose2d(32, channels, 6, 2), nn.Sigmoid(),
+        )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.enc(x)
+        return self.mu(h), self.logvar(h).clamp(-8, 8)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.dec_in(z)[..., None, None])
+
+    def loss(self, x: torch.Tensor, kl_tolerance: float) -> tuple[torch.Tensor, dict[str, float]]:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = self.decode(z)
+        rec = ((recon - x) ** 2).flatten(1).sum(1).mean()
+        kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
+        loss = rec + torch.clamp(kl, min=kl_tolerance * self.latent)
+        return loss, {"vae/loss": loss.item(), "vae/recon": rec.item(), "vae/kl": kl.item()}
+
+
+class MDNRNN(nn.Module):
+    """LSTM over [z_t, a_t]; a Gaussian mixture over each dimension of z_{t+1}; optional reward / done heads."""
+
+    def __init__(self, latent: int, actions: int, hidden: int, mixtures: int, reward_head: bool, done_head: bool):
+        super().__init__()
+        self.latent, self.hidden, self.k = latent, hidden, mixtures
+        self.lstm = nn.LSTM(latent + actions, hidden, batch_first=True)
+        self.mdn = nn.Linear(hidden, 3 * mixtures * latent)
+        self.reward = nn.Linear(hidden, 1) if reward_head else None
+        self.done = nn.Linear(hidden, 1) if done_head else None
+
+    def mixture(self, out: torch.Tensor, tau: float = 1.0) -> D.MixtureSameFamily:
+        logits, mu, log_sigma = rearrange(self.mdn(out), "... (p z k) -> p ... z k", p=3, k=self.k)
+        sigma = log_sigma.clamp(-7, 3).exp() * math.sqrt(tau)
+        return D.MixtureSameFamily(D.Categorical(logits=logits / tau), D.Normal(mu, sigma))
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor, state=None):
+        """z (B, T, latent), a (B, T, A) -> LSTM outputs (B, T, hidden) and the new (h, c)."""
+        out, state = self.lstm(torch.cat([z, a], -1), state)
+        return out, state
+
+    def step(self, z: torch.Tensor, a: torch.Tensor, state):
+        """One step for a batch: z (B, latent), a (B, A) -> (h (B, hidden), (h, c))."""
+        out, state = self.lstm(torch.cat([z, a], -1)[:, None], state)
+        return out[:, 0], state
+
+    def initial_state(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        zero = torch.zeros(1, n, self.hidden, device=device)
+        return zero, zero.clone()
+
+    def loss(self, z, a, reward, done, mask) -> tuple[torch.Tensor, dict[str, float]]:
+        """Sequences (B, T+1, latent), actions (B, T, A), reward/done (B, T), mask (B, T) of valid steps."""
+        out, _ = self(z[:, :-1], a)
+        nll = -self.mixture(out).log_prob(z[:, 1:]).sum(-1)  # (B, T): independent mixtures per dimension
+        n = mask.sum().clamp(min=1)
+        z_loss = (nll * mask).sum() / n / self.latent
+        loss, logs = z_loss, {"rnn/z_nll": z_loss.item()}
+        if self.reward is not None:
+            r_loss = ((self.reward(out)[..., 0] - reward) ** 2 * mask).sum() / n
+            loss, logs["rnn/reward_mse"] = loss + r_loss, r_loss.item()
+        if self.done is not None:
+            d_loss = (F.binary_cross_entropy_with_logits(self.done(out)[..., 0], done, reduction="none")
+                      * mask).sum() / n
+            loss, logs["rnn/done_bce"] = loss + d_loss, d_loss.item()
+        logs["rnn/loss"] = loss.item()
+        return loss, logs
+
+
+class VAERNN(WorldModel):
+    """V + M of World Models, with the stage training steps the evolution loop calls."""
+
+    loop = "evolution"
+    Config = VAERNNConfig
+
+    def __init__(self, cfg: VAERNNConfig, obs_space: gym.Space, act_space: gym.Space, device: torch.device):
+        super().__init__()
+        self.cfg, self.obs_space, self.act_space, self.device = cfg, obs_space, act_space, device
+        self.actions = action_size(act_space)
+        self.vae = ConvVAE(cfg.latent, obs_space.shape[-1]).to(device)
+        r = cfg.rnn
+        self.rnn = MDNRNN(cfg.latent, self.actions, r.hidden, r.mixtures, r.reward_head, r.done_head).to(device)
+        self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=cfg.vae.lr)
+        self.rnn_opt = torch.optim.Adam(self.rnn.parameters(), lr=cfg.rnn.lr)
+        self.data: FrameDataset | None = None
+        self.latents: list[dict[str, np.ndarray]] | None = None
+
+    @classmethod
+    def check_spaces(cls, obs_space: gym.Space, act_space: gym.Space) -> str | None:
+        if not (isinstance(obs_space, gym.spaces.Box) and obs_space.dtype == np.uint8 and len(obs_space.shape) == 3
+                and obs_space.shape[:2] == (64, 64)):
+            return (f"model=vae_rnn needs 64x64 RGB pixel observations (env.pixels=true env.size=64), "
+                    f"got {obs_space}")
+        if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
+            return f"model=vae_rnn takes Box or Discrete actions, got {act_space}"
+        return None
+
+    @classmethod
+    def check_stages(cls, cfg: VAERNNConfig) -> str | None:
+        """Products taken from earlier runs must be there."""
+        need = {"rollouts_from": "stages/rollouts.json", "vae_from": "vae.pt", "mdnrnn_from": "mdnrnn.pt"}
+        for key, rel in need.items():
+            src = getattr(cfg.stages, key)
+            if src is not None and not (Path(src) / rel).exists():
+                return f"model.stages.{key}={src}: {Path(src) / rel} does not exist (not a finished run dir?)"
+        return None
+
+    # ---- frames -----------------------------------------------------------------------------------------
+    def to_input(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1] on the device."""
+        x = torch.as_tensor(frames, device=self.device)
+        return rearrange(x, "b h w c -> b c h w").float().div_(255.0)
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray, sample: bool = False) -> torch.Tensor:
+        mu, logvar = self.vae.encode(self.to_input(frames))
+        return mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+
+    # ---- stage 2: V ---------------------------------------------------------------------------------------
+    def vae_steps(self, frames: int) -> int:
+        v = self.cfg.vae
+        return capped(max(v.min_steps, math.ceil(v.epochs * frames / v.batch)), v.max_steps)
+
+    def train_vae_step(self, seed: int, step: int) -> dict[str, float]:
+        rng = np.random.default_rng([seed, VAE_STREAM, step])
+        idx = rng.integers(len(self.data.frames), size=self.cfg.vae.batch)
+        loss, logs = self.vae.loss(self.to_input(self.data.frames[idx]), self.cfg.vae.kl_tolerance)
+        self.vae_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.vae_opt.step()
+        return logs
+
+    @torch.no_grad()
+    def reconstructions(self, n: int = 8) -> np.ndarray:
+        """An image: n evenly spaced stored frames (top row) and their reconstructions from mu (bottom)."""
+        idx = np.linspace(0, len(self.data.frames) - 1, n).astype(int)
+        x = self.data.frames[idx]
+        rec = self.vae.decode(self.encode(x)).clamp(0, 1).mul(255).byte()
+        rec = rearrange(rec, "b c h w -> b h w c").cpu().numpy()
+        return np.concatenate([np.concatenate(list(x), 1), np.concatenate(list(rec), 1)], 0)
+
+    # ---- stage 3: M ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_dataset(self, batch: int = 256) -> None:
+        """mu and logvar of every stored frame, per episode (M trains on z sampled from them, as the paper)."""
+        self.latents = []
+        for ep in self.data.episodes:
+            parts = [self.vae.encode(self.to_input(ep["obs"][i:i + batch])) for i in range(0, len(ep["obs"]), batch)]
+            mu = torch.cat([p[0] for p in parts]).cpu().numpy()
+            logvar = torch.cat([p[1] for p in parts]).cpu().numpy()
+            self.latents.append({"mu": mu, "logvar": logvar})
+
+    def rnn_steps(self, steps: int) -> int:
+        r = self.cfg.rnn
+        return capped(max(r.min_steps, math.ceil(r.epochs * steps / (r.batch * r.seq_len))), r.max_steps)
+
+    def train_rnn_step(self, seed: int, step: int) -> dict[str, float]:
+        r = self.cfg.rnn
+        rng = np.random.default_rng([seed, RNN_STREAM, step])
+        L = r.seq_len
+        z = np.zeros((r.batch, L + 1, self.cfg.latent), np.float32)
+        a = np.zeros((r.batch, L, self.actions), np.float32)
+        rew, done, mask = (np.zeros((r.batch, L), np.float32) for _ in range(3))
+        lengths = np.array([len(e["action"]) for e in self.data.episodes])
+        for b, e in enumerate(rng.choice(len(lengths), size=r.batch, p=lengths / lengths.sum())):
+            ep, lat = self.data.episodes[e], self.latents[e]
+            start = int(rng.integers(max(1, lengths[e] - L + 1)))
+            n = min(L, lengths[e] - start)
+            mu, logvar = lat["mu"][start:start + n + 1], lat["logvar"][start:start + n + 1]
+            z[b, :n + 1] = mu + rng.standard_normal(mu.shape).astype(np.float32) * np.exp(0.5 * logvar)
+            a[b, :n] = ep["action"][start:start + n]
+            rew[b, :n], done[b, :n], mask[b, :n] = ep["reward"][start:start + n], ep["done"][start:start + n], 1
+        loss, logs = self.rnn.loss(*(torch.as_tensor(v, device=self.device) for v in (z, a, rew, done, mask)))
+        self.rnn_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.rnn.parameters(), r.grad_clip)
+        self.rnn_opt.step()
+        return logs
+
+    def initial_latents(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        """z of n first frames of stored episodes (where dreams start)."""
+        eps = rng.integers(len(self.latents), size=n)
+        mu = np.stack([self.latents[e]["mu"][0] for e in eps])
+        logvar = np.stack([self.latents[e]["logvar"][0] for e in eps])
+        z = mu + rng.standard_normal(mu.shape).astype(np.float32) * np.exp(0.5 * logvar)
+        return torch.as_tensor(z, device=self.device)
+
+    @torch.no_grad()
+    def dream_step(self, z: torch.Tensor, a: torch.Tensor, state, tau: float, gen: torch.Generator | None = None):
+        """One imagined step for a batch: sample z' ~ M(z, a, h) at temperature tau; reward and done from the
+        heads (done: sampled Bernoulli). Returns z', reward (B,), done (B,) bool, new state, h (B, hidden)."""
+        h, state = self.rnn.step(z, a, state)
+        mix = self.rnn.mixture(h, tau)
+        comp = torch.multinomial(mix.mixture_distribution.probs.reshape(-1, self.rnn.k), 1, generator=gen)
+        comp = comp.reshape(*h.shape[:1], self.cfg.latent, 1)
+        mu = mix.component_distribution.loc.gather(-1, comp)[..., 0]
+        sigma = mix.component_distribution.scale.gather(-1, comp)[..., 0]
+        z_next = mu + sigma * torch.randn(mu.shape, generator=gen, device=mu.device)
+        reward = self.rnn.reward(h)[:, 0] if self.rnn.reward is not None else torch.zeros(len(h), device=h.device)
+        if self.rnn.done is not None:
+            p = torch.sigmoid(self.rnn.done(h)[:, 0])
+            done = torch.rand(p.shape, generator=gen, device=p.device) < p
+        else:
+            done = torch.zeros(len(h), dtype=torch.bool, device=h.device)
+        return z_next, reward, done, state, state[0][0]
+
+    @torch.no_grad()
+    def decode_frames(self, z: torch.Tensor) -> np.ndarray:
+        return rearrange(self.vae.decode(z).clamp(0, 1).mul(255).byte(), "b c h w -> b h w c").cpu().numpy()
+
+    # ---- products -----------------------------------------------------------------------------------------
+    def vae_state(self) -> dict:
+        return {"vae": self.vae.state_dict(), "opt": self.vae_opt.state_dict()}
+
+    def load_vae_state(self, st: dict) -> None:
+        self.vae.load_state_dict(st["vae"])
+        self.vae_opt.load_state_dict(st["opt"])
+
+    def rnn_state(self) -> dict:
+        return {"rnn": self.rnn.state_dict(), "opt": self.rnn_opt.state_dict()}
+
+    def load_rnn_state(self, st: dict) -> None:
+        self.rnn.load_state_dict(st["rnn"])
+        self.rnn_opt.load_state_dict(st["opt"])
