@@ -5,9 +5,10 @@
     python -m bench.dreamer --only planet         # PlaNet (RSSM + CEM) on CartPole-v1
     python -m bench.dreamer --only carracing      # Dreamer on CarRacing-v3 pixels at a small CPU budget
     python -m bench.dreamer --only speed          # time per update at the default size + profile
+    python -m bench.dreamer --only timing         # one Dreamer seed alone: wall time of the 10k steps
 
 Results: bench/results/dreamer.json (+ .png), dreamer_planet.json, dreamer_carracing.json,
-dreamer_speed.json. The whole benchmark holds /tmp/wm-bench.lock; `--parallel 2` runs two seeds at a time
+dreamer_speed.json, dreamer_timing.json. The whole benchmark holds /tmp/wm-bench.lock; `--parallel 2` runs two seeds at a time
 (one torch thread each) so a 2-core machine is used fully; wall times are per seed either way.
 """
 
@@ -141,6 +142,20 @@ def bench_dreamer(args) -> None:
 
     results = run_jobs(jobs, args.parallel, on_done=write)
     write(results, complete=True)
+
+
+def bench_timing(args) -> None:
+    """One Dreamer seed with the benchmark's overrides, alone (no parallel seeds): the wall time of 10k
+    steps that the 20-minute target is about, with CPU seconds and the load beside it."""
+    ov = ["experiment=dreamer_cartpole", f"total_steps={args.steps}", "eval.every=1000", "eval.episodes=10",
+          "eval.envs=10"]
+    load = [round(x, 2) for x in os.getloadavg()]
+    seeds = run_seeds("dreamer_cartpole_timing", ov, args.seeds[:1], 1)
+    write_results("dreamer_timing", {
+        "command": f"python -m bench.dreamer --only timing --seeds {args.seeds[0]}", "overrides": ov,
+        "budget": {"env_steps": args.steps, "max_wall_seconds_per_seed_target": 1200},
+        "loadavg_at_start": load, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "seeds": seeds, "summary": summarise(seeds)})
 
 
 def bench_planet(args) -> None:
@@ -316,7 +331,8 @@ def snapshot(args) -> None:
                             **({"DQN": groups["dqn_cartpole_10k"]} if groups["dqn_cartpole_10k"] else {})}, THRESHOLD)
 
 
-SECTIONS = {"dreamer": bench_dreamer, "planet": bench_planet, "carracing": bench_carracing, "speed": bench_speed}
+SECTIONS = {"dreamer": bench_dreamer, "planet": bench_planet, "carracing": bench_carracing, "speed": bench_speed,
+            "timing": bench_timing}
 
 
 def main() -> None:
