@@ -63,35 +63,56 @@ def first_step_at(points: list[list[float]], threshold: float) -> int | None:
 
 
 def train_seed(name: str, overrides: list[str], seed: int, threshold: float | None,
-               metric: str = "eval/return_mean", reuse: bool = False) -> dict[str, Any]:
-    """Run one seed through train.py (holding the bench lock unless WM_BENCH_LOCK=0) and return its
-    per-seed record. ``reuse``: take a completed run dir of the same command instead of running again."""
+               metric: str = "eval/return_mean", reuse: bool = False, lock: bool = True) -> dict[str, Any]:
+    """Run one seed through train.py and return its per-seed record (also kept beside the run dir, so a
+    reused run reports the wall and CPU time it was measured with).
+
+    ``reuse``: take a completed run dir of the same command instead of running again. ``lock``: hold the
+    bench lock for this seed (unless WM_BENCH_LOCK=0); a benchmark that holds it itself and runs seeds in
+    parallel passes False. CPU time is the run's own (``wait4``), right even when seeds run in parallel."""
     run_dir = RUNS / name / f"seed{seed}"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    record = run_dir.parent / f"seed{seed}.record.json"
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
-    done = reuse and _completed_with(run_dir, cmd[2:])
-    if done:
-        load, wall, cpu = None, read_run(run_dir)["summary"]["wall_seconds"], None
-    else:
-        with open(LOCK, "w") as lock:
-            if os.environ.get("WM_BENCH_LOCK", "1") != "0":
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            load = round(os.getloadavg()[0], 2)
-            t0, cpu0 = time.time(), _child_cpu()
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            wall, cpu = time.time() - t0, _child_cpu() - cpu0
-        if proc.returncode != 0:
-            raise RuntimeError(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
+    if reuse and _completed_with(run_dir, cmd[2:]):
+        saved = json.loads(record.read_text()) if record.exists() else {}
+        wall = saved.get("wall_seconds", read_run(run_dir)["summary"]["wall_seconds"])
+        timing = {k: saved.get(k) for k in ("cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end")}
+        print(f"{name} seed {seed}: reused {run_dir}", flush=True)
+        return _record(run_dir, seed, metric, threshold, wall, timing, reused=True)
+    log = run_dir.parent / f"seed{seed}.log"
+    with open(LOCK, "w") as held:
+        if lock and os.environ.get("WM_BENCH_LOCK", "1") != "0":
+            fcntl.flock(held, fcntl.LOCK_EX)
+        load = round(os.getloadavg()[0], 2)
+        t0 = time.time()
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.time() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{name} seed {seed} failed:\n{log.read_text()[-3000:]}")
+    timing = {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),  # robust to other load
+              "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2)}
+    rec = _record(run_dir, seed, metric, threshold, wall, timing, reused=False)
+    record.write_text(json.dumps({"wall_seconds": rec["wall_seconds"], **timing, "overrides": cmd[2:]}) + "\n")
+    print(f"{name} seed {seed}: final {rec['final']} steps_to_{threshold} {rec['steps_to_threshold']} "
+          f"wall {wall:.0f}s cpu {timing['cpu_seconds']:.0f}s", flush=True)
+    return rec
+
+
+def _record(run_dir: Path, seed: int, metric: str, threshold: float | None, wall: float, timing: dict,
+            reused: bool) -> dict[str, Any]:
     run = read_run(run_dir)
     points = curve(run["rows"], metric)
     steps = run["summary"]["steps"]
     return {
         "seed": seed, "final": run["summary"].get(metric), "best": max((v for _, v in points), default=None),
         "steps_to_threshold": first_step_at(points, threshold) if threshold is not None else None,
-        "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"],
-        "cpu_seconds": None if cpu is None else round(cpu, 2),  # user+sys of the run: robust to other load
+        "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"], **timing,
         "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 1),
-        "loadavg_1min_at_start": load, "reused_run_dir": bool(done), "curve": points,
+        "reused_run_dir": reused, "curve": points,
     }
 
 
@@ -105,13 +126,6 @@ def _completed_with(run_dir: Path, overrides: list[str]) -> bool:
     same = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith("hydra.")] == \
         [o for o in overrides if not o.startswith("hydra.")]
     return same and read_run(run_dir)["summary"]["status"] == "completed"
-
-
-def _child_cpu() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def spread(values: list[float | None]) -> dict[str, Any]:

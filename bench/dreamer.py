@@ -21,12 +21,22 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import LOCK, ROOT, RUNS, curve, first_step_at, plot_curves, read_run, spread, write_results
+from bench.common import (
+    LOCK,
+    ROOT,
+    RUNS,
+    curve,
+    first_step_at,
+    plot_curves,
+    read_run,
+    spread,
+    train_seed,
+    write_results,
+)
 
 THRESHOLD = 475.0
 
@@ -36,51 +46,15 @@ REUSE = False  # --reuse: keep completed run dirs (same overrides) instead of tr
 
 def run_seed(name: str, overrides: list[str], seed: int, metric: str = "eval/return_mean",
              threshold: float | None = THRESHOLD) -> dict[str, Any]:
-    """Train one seed through train.py; record wall time and the process's own CPU time (load-independent)."""
-    run_dir = RUNS / name / f"seed{seed}"
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
-           "progress=false"]
-    log = run_dir.parent / f"seed{seed}.log"
-    if REUSE and _completed_with(run_dir, cmd):
-        rec = json.loads((run_dir.parent / f"seed{seed}.record.json").read_text())
-        print(f"{name} seed {seed}: reused {run_dir}", flush=True)
-        return {**rec, "reused_run_dir": True}
-    load = os.getloadavg()
-    t0 = time.time()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.time() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{name} seed {seed} failed: see {log}")
-    run = read_run(run_dir)
-    points = curve(run["rows"], metric)
-    steps = run["summary"]["steps"]
-    rec = {
-        "seed": seed, "final": run["summary"].get(metric), "best": max((v for _, v in points), default=None),
-        "steps_to_threshold": first_step_at(points, threshold) if threshold is not None else None,
-        "wall_seconds": round(wall, 2), "train_wall_seconds": run["summary"]["wall_seconds"],
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-        "env_steps_per_second": round(steps / run["summary"]["wall_seconds"], 2),
-        "loadavg_at_start": [round(x, 2) for x in load], "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "curve": points,
-    }
-    for key in ("model/kl", "model/obs_loss", "model/reward_loss", "model/cont_loss", "agent/imag_return"):
-        if key in run["summary"]:
-            rec[key] = run["summary"][key]
-    print(f"{name} seed {seed}: final {rec['final']} steps_to_{threshold} {rec['steps_to_threshold']} "
-          f"wall {wall:.0f}s cpu {rec['cpu_seconds']:.0f}s", flush=True)
-    (run_dir.parent / f"seed{seed}.record.json").write_text(json.dumps({**rec, "cmd": cmd[1:]}))
+    """bench.common.train_seed (the benchmark holds the bench lock itself; seeds may run in parallel) plus
+    the world-model diagnostics of the run's summary."""
+    rec = train_seed(name, overrides, seed, threshold, metric, reuse=REUSE, lock=False)
+    summary = read_run(RUNS / name / f"seed{seed}")["summary"]
+    rec.update({k: summary[k] for k in DIAGNOSTICS if k in summary})
     return rec
 
 
-def _completed_with(run_dir, cmd: list[str]) -> bool:
-    """A finished run dir whose recorded command (overrides included) is this one."""
-    rec = run_dir.parent / f"{run_dir.name}.record.json"
-    if not (rec.exists() and (run_dir / "summary.json").exists()):
-        return False
-    return read_run(run_dir)["summary"]["status"] == "completed" and json.loads(rec.read_text()).get("cmd") == cmd[1:]
+DIAGNOSTICS = ("model/kl", "model/obs_loss", "model/reward_loss", "model/cont_loss", "agent/imag_return")
 
 
 def run_jobs(jobs: list[tuple[str, list[str], int]], parallel: int, on_done=None, **kw) -> dict[str, list[dict]]:
