@@ -279,7 +279,7 @@ def main_cartpole(args: argparse.Namespace, argv: list[str]) -> dict:
     per_variant = {}
     for name, experiment in CARTPOLE_VARIANTS.items():
         overrides = [f"experiment={experiment}", f"total_steps={args.budget}", *args.override]
-        runs = [train_seed(f"{experiment}", overrides, s, args.threshold, reuse=args.reuse) for s in args.seeds]
+        runs = [train_seed(experiment, overrides, s, args.threshold, reuse=args.reuse) for s in args.seeds]
         hits = [r["steps_to_threshold"] for r in runs]
         per_variant[name] = {"overrides": overrides, "seeds": runs, "summary": {
             "seeds_reaching_threshold": sum(h is not None for h in hits), "n_seeds": len(runs),
