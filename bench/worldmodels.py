@@ -20,26 +20,18 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, ROOT, RUNS, read_run, write_results
+from bench.common import RESULTS, ROOT, RUNS, read_run, train_seed, write_results
 
 PAPER = {"source": "Ha & Schmidhuber 2018, World Models, Table 1 (CarRacing-v0, 100 random tracks)",
          "full_model_zh": "906 +- 21", "z_only": "632 +- 251", "rollouts": 10000, "population": 64,
          "rollouts_per_candidate": 16, "generations": 1800, "episode_frames": 1000,
          "note": "the paper's env frames: 10,000 rollouts x 1,000 + 1,800 x 64 x 16 x 1,000 = ~1.8e9"}
-
-
-def _child_cpu() -> float:
-    u = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return u.ru_utime + u.ru_stime
 
 
 def throughput(population: int = 16, steps: int = 400, dream_batches=(16, 256)) -> dict:
@@ -122,21 +114,11 @@ def throughput(population: int = 16, steps: int = 400, dream_batches=(16, 256)) 
 
 
 def train(name: str, overrides: list[str], reuse: bool = False) -> dict:
-    """One seed through train.py; ``reuse``: take a completed run dir of the same name instead (its wall time
-    from summary.json, no CPU seconds)."""
-    run_dir = RUNS / name / "seed0"
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, "seed=0", f"hydra.run.dir={run_dir}", "progress=false"]
-    done = reuse and (run_dir / "summary.json").exists() and read_run(run_dir)["summary"]["status"] == "completed"
-    load = os.getloadavg()
-    if done:
-        wall, cpu = read_run(run_dir)["summary"]["wall_seconds"], None
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        t0, c0 = time.time(), _child_cpu()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-        wall, cpu = time.time() - t0, _child_cpu() - c0
-        if proc.returncode != 0:
-            raise SystemExit(f"train.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    """One seed through bench.common.train_seed (no bench lock, as the module says); ``reuse``: take a
+    completed run dir of the same command instead, with the timings it was measured with."""
+    rec = train_seed(name, overrides, 0, None, reuse=reuse, lock=False)
+    run_dir, done = RUNS / name / "seed0", rec["reused_run_dir"]
+    wall, cpu = rec["wall_seconds"], rec.get("cpu_seconds")
     run = read_run(run_dir)
     gens = [r for r in run["rows"] if "controller/fitness_best" in r]
     stages = {p.stem: json.loads(p.read_text()) for p in (run_dir / "stages").glob("*.json")}
@@ -160,8 +142,7 @@ def train(name: str, overrides: list[str], reuse: bool = False) -> dict:
         "final_losses": {k: v for r in run["rows"] for k, v in r.items() if k in ("vae/loss", "vae/recon", "vae/kl",
                                                                               "rnn/z_nll", "rnn/reward_mse")},
         "wall_seconds": round(wall, 1), "cpu_seconds": None if cpu is None else round(cpu, 1), "reused": done,
-        "loadavg_start": None if done else [round(x, 2) for x in load],  # a reused run's load is not known here
-        "loadavg_end": None if done else [round(x, 2) for x in os.getloadavg()],
+        "loadavg_1min_start": rec.get("loadavg_1min_at_start"), "loadavg_1min_end": rec.get("loadavg_at_end"),
         "config": {"env": OmegaConf.to_container(conf.env), "model": OmegaConf.to_container(conf.model),
                    "agent": OmegaConf.to_container(conf.agent), "eval": OmegaConf.to_container(conf.eval)},
     }
