@@ -10,6 +10,7 @@ eval curve. MountainCar runs' position x velocity visitation images stay in thei
     python -m bench.curiosity                                   # MountainCar: rnd + dqn, 5 seeds each
     python -m bench.curiosity --variants rnd icm dqn --seeds 0 1 --steps 100000
     python -m bench.curiosity --env gridworld --variants rnd icm dqn
+    python -m bench.curiosity --variants rnd icm dqn --reuse    # one results file from runs made apart
 """
 
 from __future__ import annotations
@@ -50,18 +51,20 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["rnd", "dqn"], choices=sorted(LABELS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=None, help="env steps (default: 100k MountainCar, 20k grid)")
+    p.add_argument("--reuse", action="store_true",
+                   help="take finished run dirs of the same command instead of training again (their timings kept)")
     p.add_argument("--no-lock", action="store_true",
                    help="do not queue on /tmp/wm-bench.lock (other benches' runs may overlap: timings noisier)")
     args = p.parse_args()
     results_name, prefix, threshold, default_steps = ENVS[args.env]
     args.steps = args.steps or default_steps
     if args.no_lock:  # train_seed still serialises our own runs, on a private lock
-        bench.common.LOCK = Path("/tmp/wm-bench-curiosity.lock")
+        bench.common.LOCK = Path(f"/tmp/wm-bench-curiosity-{'-'.join(args.variants)}.lock")
     results, groups = {}, {v: [] for v in args.variants}
     for s in args.seeds:  # seeds outer, variants inner: a stopped benchmark still has them side by side
         for variant in args.variants:
             name = f"{prefix}_{variant}"
-            rec = train_seed(name, overrides(args.env, variant, args.steps), s, threshold)
+            rec = train_seed(name, overrides(args.env, variant, args.steps), s, threshold, reuse=args.reuse)
             rec.update(exploration(name, s), shared_bench_lock=not args.no_lock)
             groups[variant].append(rec)
             results[variant] = summarize(args.env, variant, args.steps, groups[variant])
@@ -93,9 +96,10 @@ def _payload(args, threshold: float, results: dict) -> dict:
     seeds = " ".join(map(str, args.seeds))
     return {
         "command": f"python -m bench.curiosity --env {args.env} --variants {' '.join(args.variants)} "
-                   f"--seeds {seeds} --steps {args.steps}" + (" --no-lock" if args.no_lock else ""),
+                   f"--seeds {seeds} --steps {args.steps}" + (" --reuse" if args.reuse else "")
+                   + (" --no-lock" if args.no_lock else ""),
         "budget": {"env_steps": args.steps, "eval": "see the presets (experiment=<variant>_<env>)"},
-        "threshold": threshold, "note": "machine shared with other jobs; see loadavg per seed",
+        "threshold": threshold, "note": "machine shared with other jobs; see loadavg per seed (cpu_seconds is the run's own)",
         "variants": results,
     }
 

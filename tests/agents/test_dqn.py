@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import metrics, train
-from wm.agents.dqn import DQN, DQNConfig
+from wm.agents.dqn import DQN, DQNConfig, ObsEncoder
 
 
 class OneBatch:
@@ -34,6 +34,15 @@ def test_double_dqn_target_uses_online_argmax_and_target_value():
     q = agent.q_values(batch["obs"]).gather(1, batch["action"][:, None]).squeeze(1)
     loss = torch.nn.functional.smooth_l1_loss(q, expected).item()
     assert agent.train_step(OneBatch(batch), 0)["train/q_loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_rescaled_observations_span_minus_one_to_one_where_the_bounds_are_finite():
+    space = gym.spaces.Box(np.array([-1.2, -0.07, -np.inf], np.float32), np.array([0.6, 0.07, np.inf], np.float32))
+    enc = ObsEncoder(space, rescale=True)
+    obs = torch.tensor([[-1.2, -0.07, 5.0], [0.6, 0.07, -3.0], [-0.3, 0.0, 0.0]])
+    torch.testing.assert_close(enc(obs), torch.tensor([[-1.0, -1.0, 5.0], [1.0, 1.0, -3.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(ObsEncoder(space)(obs), obs)  # off by default
+    assert "mid" not in enc.state_dict()  # derived from the space, not checkpointed
 
 
 def test_epsilon_decays_linearly_to_its_floor():

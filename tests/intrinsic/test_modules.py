@@ -42,6 +42,21 @@ def test_rnd_target_stays_fixed_while_the_predictor_learns():
     assert rnd.error(fixed["next_obs"]).mean().item() < 0.5 * before  # seen states stop paying
 
 
+def test_rnd_pays_more_for_states_off_the_data():
+    """Trained on the valley a random MountainCar policy stays in, RND's error elsewhere is far larger."""
+    torch.manual_seed(0)
+    rnd = RND(RNDConfig(lr=3e-3), OBS, ACT)
+    rng = np.random.default_rng(0)
+    valley = lambda n: torch.as_tensor(rng.uniform([-0.7, -0.02], [-0.3, 0.02], (n, 2)), dtype=torch.float32)
+    rnd.obs_rms.update(valley(4096))
+    for _ in range(300):
+        rnd.loss(None, None, valley(128)).backward()
+        rnd.optim.step()
+        rnd.optim.zero_grad()
+    elsewhere = torch.as_tensor(rng.uniform([0.0, 0.03], [0.6, 0.07], (512, 2)), dtype=torch.float32)
+    assert rnd.error(elsewhere).mean() > 20 * rnd.error(valley(512)).mean()
+
+
 def test_icm_inverse_model_learns_actions_on_a_toy_env():
     """Toy dynamics on a line: action 0 moves left, 1 stays, 2 moves right; chance accuracy is 1/3."""
     torch.manual_seed(0)

@@ -32,17 +32,30 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
 
 
 class ObsEncoder(nn.Module):
-    """Flat float features from vector observations, or one-hot from Discrete ones (grid worlds)."""
+    """Flat float features from vector observations, or one-hot from Discrete ones (grid worlds).
 
-    def __init__(self, space: gym.Space):
+    ``rescale``: map each Box dimension with finite bounds linearly onto [-1, 1] (others pass unchanged), so
+    inputs of very different ranges weigh alike: MountainCar's velocity spans +-0.07, its position 1.8."""
+
+    def __init__(self, space: gym.Space, rescale: bool = False):
         super().__init__()
         self.n = space.n if isinstance(space, gym.spaces.Discrete) else None
         self.dim = self.n if self.n is not None else int(np.prod(space.shape))
+        self.rescale = False
+        if rescale and self.n is None:
+            low, high = (np.asarray(b, np.float64).flatten() for b in (space.low, space.high))
+            finite = np.isfinite(low) & np.isfinite(high) & (high > low)
+            low, high = np.where(finite, low, -1.0), np.where(finite, high, 1.0)  # others: identity
+            mid, half = (high + low) / 2, (high - low) / 2
+            self.register_buffer("mid", torch.as_tensor(mid, dtype=torch.float32), persistent=False)
+            self.register_buffer("span", torch.as_tensor(half, dtype=torch.float32), persistent=False)
+            self.rescale = True
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.n is not None:
             return F.one_hot(obs.long(), self.n).float()
-        return obs.float().flatten(1)
+        x = obs.float().flatten(1)
+        return (x - self.mid) / self.span if self.rescale else x
 
 
 @dataclass
@@ -63,6 +76,7 @@ class DQNConfig:
     # 2021, DeRL): an exploration head learns the curious reward (env + bonus) and drives the behaviour
     # policy; an exploitation head learns the env reward alone, off-policy, and is what evaluation uses.
     intrinsic_head: bool = False
+    rescale_obs: bool = False  # Box observations with finite bounds mapped onto [-1, 1] (ObsEncoder)
     n_step: int = 1  # n-step returns of the env reward (an intrinsic bonus stays one-step)
 
     def check(self) -> None:
@@ -84,7 +98,7 @@ class DQN(Agent):
         self.cfg, self.model, self.device = cfg, model, torch.device(device)
         self.intrinsic = intrinsic  # wm.intrinsic module or None
         self.n_actions = int(act_space.n)
-        self.encoder = ObsEncoder(obs_space)
+        self.encoder = ObsEncoder(obs_space, cfg.rescale_obs).to(self.device)
         self.two_heads = cfg.intrinsic_head and intrinsic is not None
         self.q = mlp([self.encoder.dim, *cfg.hidden, self.n_actions * (2 if self.two_heads else 1)]).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
