@@ -17,6 +17,7 @@ from wm.device import DeviceConfig, resolve
 from wm.envs.factory import EnvConfig, make_env
 from wm.envs.spaces import action_kind
 from wm.errors import ConfigError
+from wm.intrinsic.latent_disagreement import latent_variant
 from wm.logging.logger import LoggerConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -163,9 +164,16 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
         chosen = _choice(cfg, "intrinsic") if "intrinsic" in cfg else "none"
         if not takes and chosen != "none":
             raise ConfigError(f"{names}: intrinsic={chosen} needs an agent that takes "
-                              f"intrinsic rewards; valid: agent=dqn, or intrinsic=none")
+                              f"intrinsic rewards; valid: agent=dqn or agent=actor_critic, or intrinsic=none")
         if not takes:
             intrinsic_cls = intrinsic = None
+        elif takes == "latent":  # the agent adds the bonus in imagination: the option's latent-state variant
+            intrinsic_cls = latent_variant(intrinsic_cls)
+            if intrinsic_cls is None:
+                raise ConfigError(f"{names}: intrinsic={chosen} scores observations; agent={_choice(cfg, 'agent')} "
+                                  f"adds its bonus in imagination, on latent states; valid: intrinsic=disagreement "
+                                  f"(Plan2Explore) or intrinsic=none")
+            intrinsic = typed(intrinsic_cls, cfg.intrinsic if "intrinsic" in cfg else {}, "intrinsic")
         problem = model_cls.check_stages(model) if hasattr(model_cls, "check_stages") else None
         if problem:  # e.g. model.stages.rollouts_from naming a run dir without finished rollouts
             raise ConfigError(f"{names}: {problem}")

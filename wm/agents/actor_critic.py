@@ -9,6 +9,10 @@ latest training batch (B*L starts), computes lambda-returns from predicted rewar
 - the critic: two-hot symlog regression onto the lambda-returns, regularised towards a slow EMA copy.
 World-model parameters never receive gradients from here; the imagined trajectory is detached for the
 critic and (in REINFORCE mode) for the actor's inputs.
+
+Curiosity (``intrinsic=``, wm/intrinsic/latent_disagreement.py): the module keeps the exploration statistics
+of the real rows and, for ``intrinsic=disagreement`` (Plan2Explore), trains its latent ensemble on the
+posteriors each update and adds ``scale`` x its normalised disagreement to the imagined rewards.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tenso
 class ActorCritic(Agent):
     action_kinds = ("discrete", "continuous")
     requires_model = ("rssm",)  # checked by wm.validate before anything is built
+    takes_intrinsic = "latent"  # wm.validate passes the latent variant of the intrinsic option (or refuses it)
 
     @dataclass
     class Config:
@@ -69,7 +74,7 @@ class ActorCritic(Agent):
         starts: int = 256  # imagination start states per update (0 = all B*L posteriors)
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, model: RSSM | None = None,
-                 device: Any = "cpu"):
+                 device: Any = "cpu", intrinsic=None):
         super().__init__()
         if model is None or not isinstance(model, RSSM):
             raise ValueError("agent=actor_critic learns in imagination and needs model=rssm")
@@ -92,6 +97,9 @@ class ActorCritic(Agent):
         cbins = 255 if cfg.critic_head == "twohot" else 1
         self.critic = zero_last(mlp(model.feat_dim, cbins, cfg.units, cfg.layers))
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.intrinsic = intrinsic  # a submodule: checkpointed with the agent (ensemble, optimiser, statistics)
+        if hasattr(intrinsic, "bind"):
+            intrinsic.bind(model)
         self.register_buffer("ret_scale", torch.ones(()))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.to(self.device)
@@ -162,15 +170,20 @@ class ActorCritic(Agent):
 
     def train_step(self, replay, step: int) -> dict[str, float]:
         m, c = self.model, self.cfg
+        explore = self.intrinsic.observe(replay) if self.intrinsic is not None else {}
+        batch = getattr(m, "_last_batch", None)
         if m.last_states is None:  # model has not trained yet this run: take posteriors of a fresh batch
             try:
                 batch = replay.sample_sequences(m.cfg.batch, m.cfg.length)
             except ValueError:  # too few rows for one sequence yet
-                return {}
+                return explore
             with torch.no_grad():
                 _, _, post = m.loss(batch)
                 m.last_states = {k: v.detach() for k, v in post.items()}
                 m.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()
+        curious = hasattr(self.intrinsic, "imagined_bonus")
+        if curious:
+            self.intrinsic.train_on(m, m.last_states, batch)
         start = {k: m.last_states[k].reshape(-1, m.last_states[k].shape[-1]) for k in ("deter", "stoch")}
         cont0 = m.last_cont.reshape(-1)
         if c.starts and c.starts < len(cont0):
@@ -182,6 +195,9 @@ class ActorCritic(Agent):
             feats, actions = self.imagine(start)
             reward = m.reward(feats[1:]).mean()  # (H, N)
             cont = m.cont(feats[1:]).probs
+            reward_ext = reward
+            if curious:  # the bonus of transition t: disagreement about where (feat_t, a_t) leads
+                reward = reward + self.intrinsic.imagined_bonus(feats[:-1], actions)
         finally:
             m.requires_grad_(True)
         fd = feats.detach()
@@ -234,17 +250,24 @@ class ActorCritic(Agent):
             for p, sp in zip(self.critic.parameters(), self.slow_critic.parameters()):
                 sp.lerp_(p, 1 - c.slow_decay)
         self.updates += 1
+        intrinsic = {**self.intrinsic.stats, **explore} if self.intrinsic is not None else {}
         return {
+            **intrinsic,
             "agent/actor_loss": actor_loss.item(),
             "agent/critic_loss": critic_loss.item(),
             "agent/imag_return": returns.mean().item(),
-            "agent/imag_reward": reward.mean().item(),
+            "agent/imag_reward": reward_ext.mean().item(),  # the model's (extrinsic) reward
             "agent/value": base.mean().item(),
             "agent/entropy": ent.mean().item(),
             "agent/return_scale": float(self.ret_scale),
             "agent/actor_grad_norm": float(agn),
             "agent/critic_grad_norm": float(cgn),
         }
+
+    def artifacts(self, run_dir, logger, step: int) -> None:
+        """Called by the loop after each evaluation: the intrinsic module's coverage (and visitation image)."""
+        if self.intrinsic is not None:
+            self.intrinsic.artifacts(run_dir, logger, step)
 
     # ----- checkpointing: optimizers included ----------------------------------------------------------
     def state_dict(self, *args, **kwargs):
