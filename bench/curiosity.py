@@ -11,6 +11,7 @@ eval curve. MountainCar runs' position x velocity visitation images stay in thei
     python -m bench.curiosity --variants rnd icm dqn --seeds 0 1 --steps 100000
     python -m bench.curiosity --env gridworld --variants rnd icm dqn
     python -m bench.curiosity --variants rnd icm dqn --reuse    # one results file from runs made apart
+    python -m bench.curiosity --name curiosity_timing --variants rnd icm dqn --seeds 0   # wall time, one at a time
 """
 
 from __future__ import annotations
@@ -51,12 +52,16 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["rnd", "dqn"], choices=sorted(LABELS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=None, help="env steps (default: 100k MountainCar, 20k grid)")
+    p.add_argument("--name", default=None,
+                   help="results name and run-dir prefix (default curiosity_<env>), e.g. a timing run apart")
     p.add_argument("--reuse", action="store_true",
                    help="take finished run dirs of the same command instead of training again (their timings kept)")
     p.add_argument("--no-lock", action="store_true",
                    help="do not queue on /tmp/wm-bench.lock (other benches' runs may overlap: timings noisier)")
     args = p.parse_args()
     results_name, prefix, threshold, default_steps = ENVS[args.env]
+    if args.name:
+        results_name = prefix = args.name
     args.steps = args.steps or default_steps
     if args.no_lock:  # train_seed still serialises our own runs, on a private lock
         bench.common.LOCK = Path(f"/tmp/wm-bench-curiosity-{'-'.join(args.variants)}.lock")
@@ -95,7 +100,8 @@ def summarize(env: str, variant: str, steps: int, seeds: list[dict]) -> dict:
 def _payload(args, threshold: float, results: dict) -> dict:
     seeds = " ".join(map(str, args.seeds))
     return {
-        "command": f"python -m bench.curiosity --env {args.env} --variants {' '.join(args.variants)} "
+        "command": f"python -m bench.curiosity --env {args.env}" + (f" --name {args.name}" if args.name else "")
+                   + f" --variants {' '.join(args.variants)} "
                    f"--seeds {seeds} --steps {args.steps}" + (" --reuse" if args.reuse else "")
                    + (" --no-lock" if args.no_lock else ""),
         "budget": {"env_steps": args.steps, "eval": "see the presets (experiment=<variant>_<env>)"},
