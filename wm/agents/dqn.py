@@ -46,9 +46,9 @@ class ObsEncoder(nn.Module):
             low, high = (np.asarray(b, np.float64).flatten() for b in (space.low, space.high))
             finite = np.isfinite(low) & np.isfinite(high) & (high > low)
             low, high = np.where(finite, low, -1.0), np.where(finite, high, 1.0)  # others: identity
-            mid, half = (high + low) / 2, (high - low) / 2
+            mid, span = (high + low) / 2, (high - low) / 2
             self.register_buffer("mid", torch.as_tensor(mid, dtype=torch.float32), persistent=False)
-            self.register_buffer("span", torch.as_tensor(half, dtype=torch.float32), persistent=False)
+            self.register_buffer("span", torch.as_tensor(span, dtype=torch.float32), persistent=False)
             self.rescale = True
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
