@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 import bench.common
-from bench.common import RESULTS, RUNS, plot_curves, read_run, spread, train_seed, write_results
+from bench.common import RESULTS, RUNS, curve, plot_curves, read_run, spread, train_seed, write_results
 
 ENVS = {  # results name, run-dir prefix, eval threshold, default budget
     "mountaincar": ("curiosity_mountaincar", "curiosity", -150.0, 100_000),
@@ -31,7 +31,7 @@ LABELS = {"dqn": "DQN", "rnd": "DQN+RND", "icm": "DQN+ICM"}
 
 
 def exploration(name: str, seed: int) -> dict:
-    """First goal step, final coverage and the last visitation image of one finished run."""
+    """First goal step, coverage (final, and its curve) and the last visitation image of one finished run."""
     run_dir = RUNS / name / f"seed{seed}"
     rows = read_run(run_dir)["rows"]
     last = lambda key: next((r[key] for r in reversed(rows) if key in r), None)
@@ -43,7 +43,7 @@ def exploration(name: str, seed: int) -> dict:
         RESULTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / image, copy)
     return {"first_goal_step": None if goal is None else int(goal), "coverage_final": last("intrinsic/coverage"),
-            "visits_png": None if copy is None else copy.name}
+            "coverage_curve": curve(rows, "intrinsic/coverage"), "visits_png": None if copy is None else copy.name}
 
 
 def main() -> None:

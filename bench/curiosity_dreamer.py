@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 import bench.common
-from bench.common import RUNS, curve, plot_curves, read_run, spread, train_seed, write_results
+from bench.common import plot_curves, spread, train_seed, write_results
 from bench.curiosity import exploration, overrides, summarize
 
 ENVS = {"gridworld": ("curiosity_dreamer", 1.0, 12_000),  # results name, eval threshold, default budget
@@ -49,8 +49,7 @@ def main() -> None:
         for variant in args.variants:
             name = f"curiosity_{variant}_{args.env}"
             rec = train_seed(name, overrides(args.env, variant, args.steps), s, threshold, reuse=args.reuse)
-            rec.update(exploration(name, s), shared_bench_lock=not args.no_lock,
-                       coverage_curve=curve(read_run(RUNS / name / f"seed{s}")["rows"], "intrinsic/coverage"))
+            rec.update(exploration(name, s), shared_bench_lock=not args.no_lock)
             groups[variant].append(rec)
             results[variant] = summarize(args.env, variant, args.steps, groups[variant])
             results[variant]["summary"].update({f"coverage_at_{n}": spread([at(r["coverage_curve"], n) for r in

@@ -118,7 +118,7 @@ def test_pixels_shapes_and_video(tmp_path, latent):
                 1.0, t % 10 == 0, False, False)
     out = m.train_step(rep, 0)
     assert np.isfinite(out["model/loss"])
-    vid = m.open_loop(m._last_batch, context=3, n=2)
+    vid = m.open_loop(m.last_batch, context=3, n=2)
     assert vid.shape == (8, 2 * 64, 3 * 64, 3) and vid.dtype == np.uint8
     m.artifacts(tmp_path)
     assert list((tmp_path / "videos").iterdir())

@@ -171,7 +171,7 @@ class ActorCritic(Agent):
     def train_step(self, replay, step: int) -> dict[str, float]:
         m, c = self.model, self.cfg
         explore = self.intrinsic.observe(replay) if self.intrinsic is not None else {}
-        batch = getattr(m, "_last_batch", None)
+        batch = m.last_batch
         if m.last_states is None:  # model has not trained yet this run: take posteriors of a fresh batch
             try:
                 batch = replay.sample_sequences(m.cfg.batch, m.cfg.length)

@@ -41,15 +41,14 @@ class ObsEncoder(nn.Module):
         super().__init__()
         self.n = space.n if isinstance(space, gym.spaces.Discrete) else None
         self.dim = self.n if self.n is not None else int(np.prod(space.shape))
-        self.rescale = False
-        if rescale and self.n is None:
+        self.rescale = rescale and self.n is None
+        if self.rescale:
             low, high = (np.asarray(b, np.float64).flatten() for b in (space.low, space.high))
             finite = np.isfinite(low) & np.isfinite(high) & (high > low)
             low, high = np.where(finite, low, -1.0), np.where(finite, high, 1.0)  # others: identity
             mid, span = (high + low) / 2, (high - low) / 2
             self.register_buffer("mid", torch.as_tensor(mid, dtype=torch.float32), persistent=False)
             self.register_buffer("span", torch.as_tensor(span, dtype=torch.float32), persistent=False)
-            self.rescale = True
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.n is not None:

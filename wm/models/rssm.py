@@ -124,6 +124,7 @@ class RSSM(WorldModel):
         self.opt = adam(self.parameters(), c.lr, c.eps, self.device)
         self.last_states: State | None = None  # posteriors of the latest update, for imagination
         self.last_cont: torch.Tensor | None = None
+        self.last_batch: dict[str, torch.Tensor] | None = None  # its sequences (open-loop video, Plan2Explore)
         self._updates = 0
 
     # ----- inputs -------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ class RSSM(WorldModel):
         metrics["model/grad_norm"] = float(gn)
         self.last_states = {k: v.detach() for k, v in post.items()}
         self.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()
-        self._last_batch = batch
+        self.last_batch = batch
         self._updates += 1
         return metrics
 
@@ -329,7 +330,7 @@ class RSSM(WorldModel):
         """Write the open-loop video of the latest training batch to `path` (.mp4, or .gif without ffmpeg)."""
         import imageio.v2 as imageio
 
-        frames = self.open_loop(self._last_batch)
+        frames = self.open_loop(self.last_batch)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             imageio.mimsave(path, list(frames), fps=10, macro_block_size=1)
@@ -342,7 +343,7 @@ class RSSM(WorldModel):
         """Open-loop video (pixel envs) of the latest training batch into out_dir/videos/open_loop_<step>.mp4,
         registered with the logger (and so W&B) when one is given. The online loop calls this after each
         evaluation."""
-        if not (self.image and self.cfg.video) or getattr(self, "_last_batch", None) is None:
+        if not (self.image and self.cfg.video) or self.last_batch is None:
             return None
         step = self._updates if step is None else step
         path = self.write_video(Path(out_dir) / "videos" / f"open_loop_{step:08d}.mp4")
