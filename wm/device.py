@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wm.config import require
+from wm.config import param
 from wm.errors import ConfigError
 
 CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -14,12 +14,8 @@ CHOICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass
 class DeviceConfig:
-    type: str = "auto"
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-
-    def check(self) -> None:
-        require(self.type in CHOICES, "type", f"unknown device {self.type!r}; valid: {', '.join(CHOICES)}")
-        require(self.threads >= 0, "threads", f"must be >= 0 (got {self.threads})")
+    type: str = param("auto", choices=CHOICES)
+    threads: int = param(0, ge=0)  # torch intra-op threads; 0 keeps torch's default
 
 
 def available() -> list[str]:

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from wm import checkpoint
-from wm.config import positive, target_class, typed
+from wm.config import param, target_class, typed
 from wm.device import DeviceConfig, resolve
 from wm.envs.factory import EnvConfig, make_env
 from wm.envs.spaces import action_kind
@@ -25,48 +25,36 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 @dataclass
 class EvalConfig:
-    every: int = 5000
-    episodes: int = 10
-    envs: int = 10  # eval episodes run in waves of this many parallel envs
+    every: int = param(5000, gt=0)
+    episodes: int = param(10, gt=0)
+    envs: int = param(10, gt=0)  # eval episodes run in waves of this many parallel envs
     video: bool = False
-    stop_at: float | None = None  # end the run at the first eval whose return_mean reaches this
-
-    def check(self) -> None:
-        positive(self, "every", "episodes", "envs")
+    # end the run at the first eval whose return_mean reaches this
+    stop_at: Optional[float] = param(None, free="any return")
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = 10000
-
-    def check(self) -> None:
-        positive(self, "every")
+    every: int = param(10000, gt=0)
 
 
 @dataclass
 class ReplayConfig:
-    capacity: int = 100_000
-
-    def check(self) -> None:
-        positive(self, "capacity")
+    capacity: int = param(100_000, gt=0)
 
 
 @dataclass
 class RunConfig:
     """The top-level keys every run understands."""
 
-    seed: int = 0
-    total_steps: int = 50_000
+    seed: int = param(0, ge=0)
+    total_steps: int = param(50_000, gt=0)
     resume: bool = False
-    log_every: int = 1000
+    log_every: int = param(1000, gt=0)
     progress: bool = True
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
-
-    def check(self) -> None:
-        positive(self, "total_steps", "log_every")
-        positive(self, "seed", allow_zero=True)
 
 
 GROUPS = ("env", "model", "agent", "device", "logger", "intrinsic")

@@ -147,10 +147,13 @@ def test_agent_wrapper_learns_and_checkpoints_with_weights_only_load():
 def test_agent_rejects_vector_observations():
     with pytest.raises(TypeError, match="discrete observations"):
         DynaQAgent(DynaQAgent.Config(), gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
-    with pytest.raises(ValueError, match="alpha"):
-        DynaQAgent.Config(alpha=0.0)
-    with pytest.raises(ValueError, match="update"):
-        DynaQAgent.Config(update=Schedule(every=2))
+    from wm.config import typed
+    from wm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"agent.alpha: must be in \(0, 1\]"):
+        typed(DynaQAgent, {"alpha": 0.0}, "agent")
+    with pytest.raises(ConfigError, match="agent.update: agent=dyna_q learns from every real step"):
+        typed(DynaQAgent, {"update": {"every": 2}}, "agent")
 
 
 def test_eval_acting_does_not_touch_the_training_rng():

@@ -102,12 +102,12 @@ def test_actions_condition_the_prediction():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="kernel"):
-        small(kernel=4).check()
-    with pytest.raises(ValueError, match="forecaster"):
-        small(forecaster="both").check()
-    with pytest.raises(ValueError, match="hidden"):
-        small(hidden=[]).check()
+    from wm.config import typed
+    from wm.errors import ConfigError
+
+    for key, bad in [("kernel", 4), ("forecaster", "both"), ("hidden", []), ("hidden", [8, 0])]:
+        with pytest.raises(ConfigError, match=f"model.{key}: "):
+            typed(ConvLSTM, {"hidden": [8], key: bad}, "model")
     with pytest.raises(ValueError, match="patch"):
         ConvLSTM(small(patch=3), SquareData())
 

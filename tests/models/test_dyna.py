@@ -124,7 +124,10 @@ def test_tabular_model_feeds_imagined_transitions_from_its_table():
 
 
 def test_config_checks():
-    with pytest.raises(ValueError, match="planning_steps"):
-        DynaModel.Config(planning_steps=-1)
+    from wm.config import typed
+    from wm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.planning_steps: must be >= 0"):
+        typed(DynaModel, {"planning_steps": -1}, "model")
     with pytest.raises(TypeError, match="discrete actions"):
         DynaModel(DynaModel.Config(), gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (1,)))

@@ -27,7 +27,9 @@ from torch import distributions as td
 from torch import nn
 
 from wm.agents.base import Agent
+from wm.config import param, require
 from wm.models import dists
+from wm.models.dists import HEADS
 from wm.models.nets import mlp, zero_last
 from wm.models.rssm import RSSM, Schedule, adam
 
@@ -48,30 +50,35 @@ class ActorCritic(Agent):
 
     @dataclass
     class Config:
-        name: str = "actor_critic"
+        name: str = param("actor_critic", free="the option's name")
         update: Schedule = field(default_factory=lambda: Schedule(every=8, updates=1, start=500))
-        prefill: int = 500  # uniform random env steps before the policy acts
-        horizon: int = 15
-        gamma: float = 0.99
-        lam: float = 0.95
-        units: int = 64
-        layers: int = 2
-        actor_lr: float = 3e-4
-        critic_lr: float = 3e-3
-        eps: float = 1e-5
-        grad_clip: float = 100.0
-        entropy: float = 3e-4  # entropy bonus (on normalised advantages)
-        unimix: float = 0.01  # discrete actor: uniform mix
-        actor_grad: str = "auto"  # "reinforce" | "dynamics" | "auto" (reinforce if discrete else dynamics)
-        critic_head: str = "symlog_mse"  # "symlog_mse" | "twohot" (DreamerV3 paper) | "mse"
-        slow_decay: float = 0.98  # EMA of the slow critic per update
-        slow_reg: float = 0.1  # weight pulling the critic towards the slow critic (DreamerV3: 1.0)
+        prefill: int = param(500, ge=0)  # uniform random env steps before the policy acts
+        horizon: int = param(15, gt=0)
+        gamma: float = param(0.99, ge=0, le=1)
+        lam: float = param(0.95, ge=0, le=1)
+        units: int = param(64, gt=0)
+        layers: int = param(2, gt=0)
+        actor_lr: float = param(3e-4, gt=0)
+        critic_lr: float = param(3e-3, gt=0)
+        eps: float = param(1e-5, gt=0)
+        grad_clip: float = param(100.0, gt=0)
+        entropy: float = param(3e-4, ge=0)  # entropy bonus (on normalised advantages)
+        unimix: float = param(0.01, ge=0, lt=1)  # discrete actor: uniform mix
+        # reinforce | dynamics | auto (reinforce if discrete else dynamics)
+        actor_grad: str = param("auto", choices=("auto", "reinforce", "dynamics"))
+        critic_head: str = param("symlog_mse", choices=HEADS)  # twohot: the DreamerV3 paper
+        slow_decay: float = param(0.98, ge=0, le=1)  # EMA of the slow critic per update
+        slow_reg: float = param(0.1, ge=0)  # weight pulling the critic towards the slow critic (DreamerV3: 1.0)
         slow_target: bool = False  # bootstrap lambda-returns from the slow critic (False: fast, as V3)
         return_norm: bool = True  # divide advantages by max(1, P95 - P5) of returns (EMA)
-        norm_decay: float = 0.99
-        min_std: float = 0.1  # continuous actor std range
-        max_std: float = 1.0
-        starts: int = 256  # imagination start states per update (0 = all B*L posteriors)
+        norm_decay: float = param(0.99, ge=0, le=1)
+        min_std: float = param(0.1, gt=0)  # continuous actor std range
+        max_std: float = param(1.0, gt=0)
+        starts: int = param(256, ge=0)  # imagination start states per update (0 = all B*L posteriors)
+
+        def check(self) -> None:
+            require(self.min_std <= self.max_std, "min_std", f"must be <= max_std={self.max_std} "
+                    f"(got {self.min_std})")
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, model: RSSM | None = None,
                  device: Any = "cpu", intrinsic=None):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from wm.agents.base import Agent
+from wm.config import param, require
 from wm.models.rssm import RSSM, Schedule
 
 
@@ -27,17 +28,21 @@ class CEM(Agent):
 
     @dataclass
     class Config:
-        name: str = "cem"
+        name: str = param("cem", free="the option's name")
         update: Schedule = field(default_factory=lambda: Schedule(every=1000000000, updates=0, start=0))
-        prefill: int = 500
-        horizon: int = 10
-        candidates: int = 100
-        iterations: int = 4
-        top_k: int = 10
-        gamma: float = 0.99
-        explore_noise: float = 0.3  # continuous: Gaussian noise on the executed action when exploring
-        explore_eps: float = 0.1  # discrete: chance of a uniform random action when exploring
-        smoothing: float = 0.05  # discrete: uniform mix into each refitted categorical
+        prefill: int = param(500, ge=0)
+        horizon: int = param(10, gt=0)
+        candidates: int = param(100, gt=0)
+        iterations: int = param(4, gt=0)
+        top_k: int = param(10, gt=0)
+        gamma: float = param(0.99, ge=0, le=1)
+        explore_noise: float = param(0.3, ge=0)  # continuous: Gaussian noise on the executed action when exploring
+        explore_eps: float = param(0.1, ge=0, le=1)  # discrete: chance of a uniform random action when exploring
+        smoothing: float = param(0.05, ge=0, le=1)  # discrete: uniform mix into each refitted categorical
+
+        def check(self) -> None:
+            require(self.top_k <= self.candidates, "top_k",
+                    f"must be <= candidates={self.candidates} (got {self.top_k})")
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, model: RSSM | None = None,
                  device: Any = "cpu"):

@@ -27,7 +27,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from wm.agents.base import Agent
-from wm.config import positive, require
+from wm.config import param, require
 from wm.data.rollouts import action_size
 from wm.envs.factory import EnvConfig, make_env
 
@@ -37,12 +37,12 @@ INPUTS = ("zh", "z")
 @dataclass
 class RayConfig:
     enabled: bool = False
-    address: Optional[str] = None  # None: start a local Ray; "auto" or "ray://host:10001": join a cluster
-    tasks: int = 2                 # Ray tasks per generation (each evaluates a share of the population)
-    num_cpus: Optional[int] = None  # local Ray only
+    # None: start a local Ray; "auto" or "ray://host:10001": join a cluster
+    address: Optional[str] = param(None, free="a Ray address, checked by ray.init")
+    tasks: int = param(2, gt=0)    # Ray tasks per generation (each evaluates a share of the population)
+    num_cpus: Optional[int] = param(None, gt=0)  # local Ray only
 
     def check(self) -> None:
-        positive(self, "tasks")
         if self.enabled:
             require(importlib.util.find_spec("ray") is not None, "enabled",
                     'ray is not installed; pip install -e ".[launchers]" or set agent.ray.enabled=false')
@@ -50,25 +50,17 @@ class RayConfig:
 
 @dataclass
 class CMAESConfig:
-    inputs: str = "zh"             # controller input: zh = [z, h] (the paper's full model), z = z only
-    population: int = 64           # the paper: 64
-    rollouts: int = 16             # episodes per candidate (the paper: 16), their mean is the fitness
-    generations: int = 1800        # the paper: 1,800 (the env-step budget usually ends training first)
-    sigma0: float = 0.1
-    reeval_every: int = 25         # re-evaluate each generation's best on more episodes this often
-    reeval_rollouts: int = 1024    # the paper: 1,024
+    inputs: str = param("zh", choices=INPUTS)  # controller input: zh = [z, h] (the paper's full model), z only
+    population: int = param(64, ge=2)  # the paper: 64
+    rollouts: int = param(16, gt=0)  # episodes per candidate (the paper: 16), their mean is the fitness
+    generations: int = param(1800, gt=0)  # the paper: 1,800 (the env-step budget usually ends training first)
+    sigma0: float = param(0.1, gt=0)
+    reeval_every: int = param(25, gt=0)  # re-evaluate each generation's best on more episodes this often
+    reeval_rollouts: int = param(1024, gt=0)  # the paper: 1,024
     dream: bool = False            # train inside M; real env steps only for the re-evaluations
-    dream_horizon: int = 1000      # max imagined steps per dream episode
-    temperature: Optional[float] = None  # tau for dreams (None: model.rnn.temperature)
+    dream_horizon: int = param(1000, gt=0)  # max imagined steps per dream episode
+    temperature: Optional[float] = param(None, gt=0)  # tau for dreams (None: model.rnn.temperature)
     ray: RayConfig = field(default_factory=RayConfig)
-
-    def check(self) -> None:
-        require(self.inputs in INPUTS, "inputs", f"unknown input {self.inputs!r}; valid: {', '.join(INPUTS)}")
-        positive(self, "population", "rollouts", "generations", "sigma0", "reeval_every", "reeval_rollouts",
-                 "dream_horizon")
-        require(self.population >= 2, "population", f"must be >= 2 for CMA-ES (got {self.population})")
-        if self.temperature is not None:
-            positive(self, "temperature")
 
 
 class CMAES(Agent):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.agents.base import Agent
-from wm.config import positive, require
+from wm.config import POSITIVE, param
 from wm.loops.schedule import Schedule
 
 
@@ -59,31 +59,24 @@ class ObsEncoder(nn.Module):
 
 @dataclass
 class DQNConfig:
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    lr: float = 2.3e-3
-    batch_size: int = 64
-    gamma: float = 0.99
-    target_update: int = 128  # gradient steps between hard target-network copies
-    max_grad_norm: float = 10.0
-    eps_start: float = 1.0
-    eps_end: float = 0.04
-    eps_decay_steps: int = 8000  # env steps over which epsilon falls linearly
+    hidden: list[int] = param([256, 256], each=POSITIVE)
+    lr: float = param(2.3e-3, gt=0)
+    batch_size: int = param(64, gt=0)
+    gamma: float = param(0.99, ge=0, le=1)
+    target_update: int = param(128, gt=0)  # gradient steps between hard target-network copies
+    max_grad_norm: float = param(10.0, gt=0)
+    eps_start: float = param(1.0, ge=0, le=1)
+    eps_end: float = param(0.04, ge=0, le=1)
+    eps_decay_steps: int = param(8000, gt=0)  # env steps over which epsilon falls linearly
     double: bool = True
-    prefill: int = 1000
+    prefill: int = param(1000, ge=0)
     update: Schedule = field(default_factory=lambda: Schedule(every=256, updates=128, start=1000))
     # With an intrinsic module: decoupled exploration and exploitation heads on one torso (Schaefer et al.
     # 2021, DeRL): an exploration head learns the curious reward (env + bonus) and drives the behaviour
     # policy; an exploitation head learns the env reward alone, off-policy, and is what evaluation uses.
     intrinsic_head: bool = False
     rescale_obs: bool = False  # Box observations with finite bounds mapped onto [-1, 1] (ObsEncoder)
-    n_step: int = 1  # n-step returns of the env reward (an intrinsic bonus stays one-step)
-
-    def check(self) -> None:
-        positive(self, "lr", "batch_size", "target_update", "max_grad_norm", "eps_decay_steps")
-        positive(self, "prefill", allow_zero=True)
-        positive(self, "n_step")
-        require(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1] (got {self.gamma})")
-        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
+    n_step: int = param(1, gt=0)  # n-step returns of the env reward (an intrinsic bonus stays one-step)
 
 
 class DQN(Agent):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from wm.agents.base import Agent
+from wm.config import param, require
 from wm.loops.schedule import Schedule
 from wm.models.dyna import DynaModel, TabularModel
 
@@ -160,25 +161,17 @@ class DynaQAgent(Agent):
 
     @dataclass
     class Config:
-        alpha: float = 0.1
-        gamma: float = 0.95
-        epsilon: float = 0.1
-        q_init: float = 0.0
-        prefill: int = 0  # uniform random steps before the agent acts (0: the book's protocol)
+        alpha: float = param(0.1, gt=0, le=1)
+        gamma: float = param(0.95, ge=0, le=1)
+        epsilon: float = param(0.1, ge=0, le=1)
+        q_init: float = param(0.0)
+        prefill: int = param(0, ge=0)  # uniform random steps before the agent acts (0: the book's protocol)
         update: Schedule = field(default_factory=Schedule)  # every real step: learn + plan
 
-        def __post_init__(self) -> None:
-            if (self.update.every, self.update.updates) != (1, 1):
-                raise ValueError("update: agent=dyna_q learns from every real step; update.every and "
-                                 f"update.updates must be 1 (got {self.update.every}, {self.update.updates})")
-            if not 0.0 < self.alpha <= 1.0:
-                raise ValueError(f"alpha: must be in (0, 1] (got {self.alpha})")
-            if not 0.0 <= self.gamma <= 1.0:
-                raise ValueError(f"gamma: must be in [0, 1] (got {self.gamma})")
-            if not 0.0 <= self.epsilon <= 1.0:
-                raise ValueError(f"epsilon: must be in [0, 1] (got {self.epsilon})")
-            if self.prefill < 0:
-                raise ValueError(f"prefill: must be >= 0 (got {self.prefill})")
+        def check(self) -> None:
+            require((self.update.every, self.update.updates) == (1, 1), "update",
+                    "agent=dyna_q learns from every real step; update.every and update.updates must be 1 "
+                    f"(got {self.update.every}, {self.update.updates})")
 
     @staticmethod
     def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> str | None:

@@ -13,6 +13,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -22,37 +23,31 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.agents.dqn import mlp
-from wm.config import positive, require
+from wm.config import POSITIVE, param, require
 from wm.loops.schedule import Schedule
 
 
 @dataclass
 class SACConfig:
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    batch_size: int = 256
-    gamma: float = 0.99
-    tau: float = 0.005            # target smoothing: target <- (1 - tau) target + tau online, every update
-    init_alpha: float = 1.0
+    hidden: list[int] = param([256, 256], each=POSITIVE)
+    actor_lr: float = param(3e-4, gt=0)
+    critic_lr: float = param(3e-4, gt=0)
+    alpha_lr: float = param(3e-4, gt=0)
+    batch_size: int = param(256, gt=0)
+    gamma: float = param(0.99, ge=0, le=1)
+    tau: float = param(0.005, gt=0, le=1)  # target smoothing: target <- (1 - tau) target + tau online
+    init_alpha: float = param(1.0, gt=0)
     autotune: bool = True         # learn alpha so the policy entropy tracks target_entropy
-    target_entropy: float | None = None  # None: -action_dim
-    log_std_min: float = -20.0
-    log_std_max: float = 2.0
-    actor_every: int = 1          # critic updates per actor (and temperature) update
-    real_ratio: float = 0.05      # with a model buffer: the share of each batch drawn from real data
-    prefill: int = 5000
+    target_entropy: Optional[float] = param(None, free="any entropy in nats")  # None: -action_dim
+    log_std_min: float = param(-20.0)
+    log_std_max: float = param(2.0)
+    actor_every: int = param(1, gt=0)  # critic updates per actor (and temperature) update
+    real_ratio: float = param(0.05, ge=0, le=1)  # with a model buffer: the share of each batch from real data
+    prefill: int = param(5000, ge=0)
     update: Schedule = field(default_factory=lambda: Schedule(every=1, updates=1, start=5000))
 
     def check(self) -> None:
-        positive(self, "actor_lr", "critic_lr", "alpha_lr", "batch_size", "init_alpha", "actor_every")
-        positive(self, "prefill", allow_zero=True)
-        require(0 <= self.gamma <= 1, "gamma", f"must be in [0, 1] (got {self.gamma})")
-        require(0 < self.tau <= 1, "tau", f"must be in (0, 1] (got {self.tau})")
-        require(0 <= self.real_ratio <= 1, "real_ratio", f"must be in [0, 1] (got {self.real_ratio})")
         require(self.log_std_min < self.log_std_max, "log_std_min", "must be < log_std_max")
-        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
 
 
 _LOG_2, _HALF_LOG_2PI = math.log(2.0), 0.5 * math.log(2 * math.pi)

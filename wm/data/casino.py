@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wm.config import positive, require
+from wm.config import param
 from wm.models.hmm import CategoricalHMM
 
 
@@ -32,19 +32,14 @@ class Casino:
 
     @dataclass
     class Config:
-        name: str = "casino"
-        n_train: int = 10            # 10 x 1000 = 10,000 training rolls
-        train_length: int = 1000
-        n_test: int = 10
-        test_length: int = 1000
-        p_fair_to_loaded: float = 0.05
-        p_loaded_to_fair: float = 0.1
-        loaded_six: float = 0.5
-
-        def check(self) -> None:
-            positive(self, "n_train", "train_length", "n_test", "test_length")
-            for key in ("p_fair_to_loaded", "p_loaded_to_fair", "loaded_six"):
-                require(0 < getattr(self, key) < 1, key, f"must be in (0, 1) (got {getattr(self, key)})")
+        name: str = param("casino", free="the option's name")
+        n_train: int = param(10, gt=0)  # 10 x 1000 = 10,000 training rolls
+        train_length: int = param(1000, gt=0)
+        n_test: int = param(10, gt=0)
+        test_length: int = param(1000, gt=0)
+        p_fair_to_loaded: float = param(0.05, gt=0, lt=1)
+        p_loaded_to_fair: float = param(0.1, gt=0, lt=1)
+        loaded_six: float = param(0.5, gt=0, lt=1)
 
     state_names = ("fair", "loaded")
 

@@ -33,9 +33,12 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
+
+from wm.config import param
 
 try:  # one readable line through train.py when the core is present
     from wm.errors import ConfigError as _UserError
@@ -196,27 +199,22 @@ class MovingMNIST:
 
     @dataclass
     class Config:
-        digits: str = "sklearn"  # sklearn | mnist_idx
-        mnist_dir: str | None = None  # folder with the MNIST idx files, for digits=mnist_idx
-        test_file: str | None = None  # mnist_test_seq.npy: replaces the generated test set
-        size: int = 64
-        num_digits: int = 2
-        context: int = 10  # frames given
-        horizon: int = 10  # frames predicted
-        test_size: int = 1000  # test sequences (the standard file has 10,000)
-        test_seed: int = 2015  # the test set depends on this only, never on the run seed
-        step_length: float = 0.1
+        digits: str = param("sklearn", choices=("sklearn", "mnist_idx"))
+        # folder with the MNIST idx files, for digits=mnist_idx
+        mnist_dir: Optional[str] = param(None, free="a folder, checked below by reading it")
+        # mnist_test_seq.npy: replaces the generated test set
+        test_file: Optional[str] = param(None, free="a file, checked below by reading it")
+        size: int = param(64, gt=0)
+        num_digits: int = param(2, gt=0)
+        context: int = param(10, gt=0)  # frames given
+        horizon: int = param(10, gt=0)  # frames predicted
+        test_size: int = param(1000, gt=0)  # test sequences (the standard file has 10,000)
+        test_seed: int = param(2015, ge=0)  # the test set depends on this only, never on the run seed
+        step_length: float = param(0.1, gt=0, le=1)
 
         def check(self) -> None:
-            if self.digits not in ("sklearn", "mnist_idx"):
-                raise ValueError(f"digits: unknown source {self.digits!r}; valid: sklearn, mnist_idx")
             if self.digits == "mnist_idx" and not self.mnist_dir:
                 raise ValueError("mnist_dir: digits=mnist_idx needs env.mnist_dir=<folder with the idx files>")
-            for key in ("size", "num_digits", "context", "horizon", "test_size"):
-                if getattr(self, key) <= 0:
-                    raise ValueError(f"{key}: must be > 0 (got {getattr(self, key)})")
-            if not 0 < self.step_length <= 1:
-                raise ValueError(f"step_length: must be in (0, 1] (got {self.step_length})")
             # files are checked here, so a bad path or file stops the run before it starts (one line)
             if self.test_file:
                 try:

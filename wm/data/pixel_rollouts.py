@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+from wm.config import param
 
 
 def one_hot_or_raw(space: gym.Space, action: Any) -> np.ndarray:
@@ -59,19 +61,14 @@ class PixelRollouts:
 
     @dataclass
     class Config:
-        id: str = "CartPole-v1"
-        size: int = 64
-        context: int = 5
-        horizon: int = 10
-        train_episodes: int = 200
-        test_episodes: int = 40
-        max_episode_steps: int | None = 200
-        test_seed: int = 2016
-
-        def check(self) -> None:
-            for key in ("size", "context", "horizon", "train_episodes", "test_episodes"):
-                if getattr(self, key) <= 0:
-                    raise ValueError(f"{key}: must be > 0 (got {getattr(self, key)})")
+        id: str = param("CartPole-v1", free="a registered gymnasium id, checked by making the env")
+        size: int = param(64, gt=0)
+        context: int = param(5, gt=0)
+        horizon: int = param(10, gt=0)
+        train_episodes: int = param(200, gt=0)
+        test_episodes: int = param(40, gt=0)
+        max_episode_steps: Optional[int] = param(200, gt=0)
+        test_seed: int = param(2016, ge=0)
 
     def __init__(self, cfg: PixelRollouts.Config, seed: int = 0):
         from wm.envs.factory import EnvConfig, make_env

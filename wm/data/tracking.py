@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wm.config import positive, require
+from wm.config import param
 from wm.models.kalman import KalmanFilter
 
 
@@ -33,20 +33,16 @@ class Tracking:
 
     @dataclass
     class Config:
-        name: str = "tracking"
-        dt: float = 1.0
-        q: float = 0.05           # acceleration noise spectral density
-        r: float = 1.0            # measurement noise standard deviation
-        speed: float = 1.0        # prior standard deviation of the initial velocity
-        p_missing: float = 0.1    # probability that a position fix is lost
-        n_train: int = 20
-        train_length: int = 200
-        n_test: int = 20
-        test_length: int = 200
-
-        def check(self) -> None:
-            positive(self, "dt", "q", "r", "speed", "n_train", "train_length", "n_test", "test_length")
-            require(0 <= self.p_missing < 1, "p_missing", f"must be in [0, 1) (got {self.p_missing})")
+        name: str = param("tracking", free="the option's name")
+        dt: float = param(1.0, gt=0)
+        q: float = param(0.05, gt=0)  # acceleration noise spectral density
+        r: float = param(1.0, gt=0)  # measurement noise standard deviation
+        speed: float = param(1.0, gt=0)  # prior standard deviation of the initial velocity
+        p_missing: float = param(0.1, ge=0, lt=1)  # probability that a position fix is lost
+        n_train: int = param(20, gt=0)
+        train_length: int = param(200, gt=0)
+        n_test: int = param(20, gt=0)
+        test_length: int = param(200, gt=0)
 
     def __init__(self, cfg: Tracking.Config, seed: int = 0):
         cfg.check()

@@ -6,30 +6,25 @@ episode, so every episode can be replayed exactly from (seed, actions) when a ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from wm.config import positive
+from wm.config import param
 
 
 @dataclass
 class EnvConfig:
-    id: str = "CartPole-v1"
-    num_envs: int = 1  # parallel training envs
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    max_episode_steps: Optional[int] = None
-    action_repeat: int = 1
+    id: str = param("CartPole-v1", free="a registered gymnasium id, checked by making the env")
+    num_envs: int = param(1, gt=0)  # parallel training envs
+    kwargs: dict[str, Any] = param({}, free="passed to gymnasium.make, which checks them")
+    max_episode_steps: Optional[int] = param(None, gt=0)
+    action_repeat: int = param(1, gt=0)
     pixels: bool = False  # observe size x size RGB frames (rendered, or resized if already images)
-    size: int = 64
-
-    def check(self) -> None:
-        positive(self, "num_envs", "action_repeat", "size")
-        if self.max_episode_steps is not None:
-            positive(self, "max_episode_steps")
+    size: int = param(64, gt=0)
 
 
 class ActionRepeat(gym.Wrapper):

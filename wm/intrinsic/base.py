@@ -23,7 +23,7 @@ after evaluations, the visitation image coverage/visits_<step>.png.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +33,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wm.config import positive, require
+from wm.config import POSITIVE, param
 
 
 @dataclass
 class IntrinsicConfig:
-    scale: float = 0.0          # reward = extrinsic + scale * intrinsic
+    scale: float = param(0.0, ge=0)  # reward = extrinsic + scale * intrinsic
     episodic: bool = True       # False: clear `terminal`, so the (intrinsic) return flows across episode ends
-    normalize: str = "std"      # "std": divide intrinsic rewards by their running std; "return": by the running
-                                # std of the discounted intrinsic return (Burda et al.); "none": raw
-    norm_window: int = 0        # > 0: that std forgets, weighing about the last norm_window values (0: all)
-    norm_gamma: float = 0.99    # discount of the intrinsic return behind normalize: return
+    # "std": divide intrinsic rewards by their running std; "return": by the running std of the discounted
+    # intrinsic return (Burda et al.); "none": raw
+    normalize: str = param("std", choices=("std", "return", "none"))
+    norm_window: int = param(0, ge=0)  # > 0: that std forgets, weighing about the last norm_window values
+    norm_gamma: float = param(0.99, ge=0, lt=1)  # discount of the intrinsic return behind normalize: return
     obs_norm: bool = True       # feed the module observations standardised by running mean/std (clip +-5)
-    hidden: list[int] = field(default_factory=lambda: [128, 128])
-    lr: float = 1e-3
-    coverage_bins: int = 40     # per axis of the 2-D visitation histogram (Box observations)
-    plot_every: int = 25000     # a visitation image after the first evaluation past each multiple of this
-
-    def check(self) -> None:
-        positive(self, "scale", allow_zero=True)
-        positive(self, "lr", "coverage_bins", "plot_every")
-        positive(self, "norm_window", allow_zero=True)
-        require(self.normalize in ("std", "return", "none"), "normalize",
-                f"valid: std, return, none (got {self.normalize!r})")
-        require(0 <= self.norm_gamma < 1, "norm_gamma", f"must be in [0, 1) (got {self.norm_gamma})")
-        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
+    hidden: list[int] = param([128, 128], each=POSITIVE)
+    lr: float = param(1e-3, gt=0)
+    coverage_bins: int = param(40, gt=0)  # per axis of the 2-D visitation histogram (Box observations)
+    plot_every: int = param(25000, gt=0)  # a visitation image after the first evaluation past each multiple
 
 
 class RunningMeanStd(nn.Module):

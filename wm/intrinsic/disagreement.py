@@ -11,18 +11,14 @@ import torch
 from torch import nn
 
 from wm.agents.dqn import mlp
-from wm.config import require
+from wm.config import param
 from wm.intrinsic.base import Intrinsic, IntrinsicConfig, one_hot
 
 
 @dataclass
 class DisagreementConfig(IntrinsicConfig):
-    scale: float = 1.0
-    members: int = 5
-
-    def check(self) -> None:
-        super().check()
-        require(self.members >= 2, "members", f"an ensemble needs >= 2 members (got {self.members})")
+    scale: float = param(1.0, ge=0)
+    members: int = param(5, ge=2)  # an ensemble needs two to disagree
 
 
 class Disagreement(Intrinsic):

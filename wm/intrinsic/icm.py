@@ -10,20 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from wm.agents.dqn import mlp
-from wm.config import positive, require
+from wm.config import param
 from wm.intrinsic.base import Intrinsic, IntrinsicConfig, one_hot
 
 
 @dataclass
 class ICMConfig(IntrinsicConfig):
-    scale: float = 1.0
-    feature_dim: int = 32
-    beta: float = 0.2  # weight of the forward loss against the inverse loss
-
-    def check(self) -> None:
-        super().check()
-        positive(self, "feature_dim")
-        require(0 <= self.beta <= 1, "beta", f"must be in [0, 1] (got {self.beta})")
+    scale: float = param(1.0, ge=0)
+    feature_dim: int = param(32, gt=0)
+    beta: float = param(0.2, ge=0, le=1)  # weight of the forward loss against the inverse loss
 
 
 class ICM(Intrinsic):

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from wm.agents.dqn import mlp
-from wm.config import require
+from wm.config import param, require
 from wm.intrinsic.base import Intrinsic, NoIntrinsic
 from wm.intrinsic.disagreement import Disagreement, DisagreementConfig
 
@@ -46,11 +46,9 @@ def _act_space(act_space: gym.Space) -> gym.Space:
 
 @dataclass
 class LatentDisagreementConfig(DisagreementConfig):
-    target: str = "embed"  # what the members predict: embed (Plan2Explore), stoch (z_{t+1}) or feat
+    target: str = param("embed", choices=TARGETS)  # what the members predict: embed (Plan2Explore), stoch, feat
 
     def check(self) -> None:
-        super().check()
-        require(self.target in TARGETS, "target", f"valid: {', '.join(TARGETS)} (got {self.target!r})")
         require(self.normalize in ("std", "none"), "normalize",
                 f"agent=actor_critic normalises its imagined bonus by std or none (got {self.normalize!r})")
         require(self.episodic, "episodic", "agent=actor_critic adds the bonus in imagination, where the "

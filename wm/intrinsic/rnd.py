@@ -9,18 +9,14 @@ from dataclasses import dataclass
 import torch
 
 from wm.agents.dqn import mlp
-from wm.config import positive
+from wm.config import param
 from wm.intrinsic.base import Intrinsic, IntrinsicConfig
 
 
 @dataclass
 class RNDConfig(IntrinsicConfig):
-    scale: float = 1.0
-    embed: int = 64  # output size of target and predictor
-
-    def check(self) -> None:
-        super().check()
-        positive(self, "embed")
+    scale: float = param(1.0, ge=0)
+    embed: int = param(64, gt=0)  # output size of target and predictor
 
 
 class RND(Intrinsic):

@@ -12,10 +12,11 @@ import math
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from wm.config import param
 from wm.logging.files import write_json
 
 log = logging.getLogger("wm")
@@ -24,12 +25,13 @@ log = logging.getLogger("wm")
 @dataclass
 class LoggerConfig:
     wandb: bool = False
-    project: str = "wm"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    job_type: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
-    mode: Optional[str] = None  # online / offline / disabled; None: $WANDB_MODE, else online with a key
+    project: str = param("wm", free="a W&B project name")
+    entity: Optional[str] = param(None, free="a W&B entity (user or team)")
+    group: Optional[str] = param(None, free="a W&B group name")
+    job_type: Optional[str] = param(None, free="a W&B job type")
+    tags: list[str] = param([], free="W&B tags")
+    # None: $WANDB_MODE, else online with a key
+    mode: Optional[str] = param(None, choices=("online", "offline", "disabled"))
 
 
 def _has_api_key() -> bool:

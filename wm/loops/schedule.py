@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wm.config import positive
+from wm.config import param
 
 
 @dataclass
 class Schedule:
-    every: int = 1
-    updates: int = 1
-    start: int = 0
-
-    def check(self) -> None:
-        positive(self, "every")
-        positive(self, "updates", "start", allow_zero=True)
+    every: int = param(1, gt=0)
+    updates: int = param(1, ge=0)
+    start: int = param(0, ge=0)
 
     def rounds(self, step: int) -> int:
         """Update rounds owed in total once ``step`` env steps are done."""

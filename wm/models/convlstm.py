@@ -24,7 +24,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wm.config import POSITIVE, param, require
 from wm.metrics.video import VideoMetrics, blank, copy_last
 
 
@@ -131,37 +132,24 @@ class ConvLSTM(nn.Module):
 
     @dataclass
     class Config:
-        hidden: list[int] = field(default_factory=lambda: [64, 64])  # channels per ConvLSTM layer
-        kernel: int = 3
-        patch: int = 4  # space-to-depth factor (1 = none)
+        hidden: list[int] = param([64, 64], each=POSITIVE, nonempty=True)  # channels per ConvLSTM layer
+        kernel: int = param(3, gt=0)
+        patch: int = param(4, gt=0)  # space-to-depth factor (1 = none)
         peephole: bool = False
-        forecaster: str = "shared"  # shared | separate (Shi et al.'s encoder-forecaster)
+        forecaster: str = param("shared", choices=("shared", "separate"))  # separate: Shi et al.'s
         residual: bool = False  # predict the change from the input frame (good for slowly changing scenes)
-        batch_size: int = 16
-        lr: float = 1e-3
-        lr_decay_steps: int = 0  # cosine decay of lr to 0 over this many steps (0 = constant lr)
-        grad_clip: float = 1.0  # max gradient norm (0 = off)
-        ss_steps: int = 0  # scheduled sampling decay length in optimizer steps (0 = off)
-        eval_batch: int = 100
-        eval_sequences: int = 0  # 0 = the whole test set
+        batch_size: int = param(16, gt=0)
+        lr: float = param(1e-3, gt=0)
+        lr_decay_steps: int = param(0, ge=0)  # cosine decay of lr to 0 over this many steps (0 = constant lr)
+        grad_clip: float = param(1.0, ge=0)  # max gradient norm (0 = off)
+        ss_steps: int = param(0, ge=0)  # scheduled sampling decay length in optimizer steps (0 = off)
+        eval_batch: int = param(100, gt=0)
+        eval_sequences: int = param(0, ge=0)  # 0 = the whole test set
         ssim: bool = True
-        strip_sequences: int = 4  # sequences drawn in the gt-vs-prediction strip / video
+        strip_sequences: int = param(4, ge=0)  # sequences drawn in the gt-vs-prediction strip / video
 
         def check(self) -> None:
-            if not self.hidden or any(h <= 0 for h in self.hidden):
-                raise ValueError(f"hidden: needs at least one layer, all > 0 (got {self.hidden})")
-            if self.kernel <= 0 or self.kernel % 2 == 0:
-                raise ValueError(f"kernel: must be odd and > 0 (got {self.kernel})")
-            if self.forecaster not in ("shared", "separate"):
-                raise ValueError(f"forecaster: unknown {self.forecaster!r}; valid: shared, separate")
-            for key in ("patch", "batch_size", "eval_batch"):
-                if getattr(self, key) <= 0:
-                    raise ValueError(f"{key}: must be > 0 (got {getattr(self, key)})")
-            for key in ("lr_decay_steps", "ss_steps", "eval_sequences", "strip_sequences"):
-                if getattr(self, key) < 0:
-                    raise ValueError(f"{key}: must be >= 0 (got {getattr(self, key)})")
-            if not self.lr > 0:
-                raise ValueError(f"lr: must be > 0 (got {self.lr})")
+            require(self.kernel % 2 == 1, "kernel", f"must be odd (got {self.kernel})")
 
     def __init__(self, cfg: ConvLSTM.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()

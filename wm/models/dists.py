@@ -71,6 +71,9 @@ class ScalarHead:
         return -0.5 * (self.out - t) ** 2
 
 
+HEADS = ("symlog_mse", "twohot", "mse")  # the scalar heads head_dist builds
+
+
 def head_dist(out: torch.Tensor, kind: str):
     """Turn a head's raw output into a distribution: 'twohot' (symlog bins), 'symlog_mse' or 'mse'."""
     if kind == "twohot":

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wm.config import param
 from wm.loops.schedule import Schedule
 from wm.models.base import WorldModel
 
@@ -203,28 +204,18 @@ class DynaModel(WorldModel):
     @dataclass
     class Config:
         # tabular Dyna (Dyna-Q / Dyna-Q+ / prioritized sweeping)
-        planning_steps: int = 5  # n: planning updates per real step
-        kappa: float = 0.0  # Dyna-Q+ bonus kappa * sqrt(tau) in planning; 0 is plain Dyna-Q
+        planning_steps: int = param(5, ge=0)  # n: planning updates per real step
+        kappa: float = param(0.0, ge=0)  # Dyna-Q+ bonus kappa * sqrt(tau) in planning; 0 is plain Dyna-Q
         prioritized: bool = False  # prioritized sweeping instead of uniform planning
-        theta: float = 1e-4  # prioritized sweeping threshold
+        theta: float = param(1e-4, ge=0)  # prioritized sweeping threshold
         # learned model (vector observations)
-        hidden: int = 200
-        layers: int = 2
-        lr: float = 1e-3
-        batch_size: int = 256
-        imagined_ratio: float = 1.0  # imagined transitions per real one in each agent batch
-        warmup: int = 500  # model updates before imagined transitions are used
+        hidden: int = param(200, gt=0)
+        layers: int = param(2, ge=0)
+        lr: float = param(1e-3, gt=0)
+        batch_size: int = param(256, gt=0)
+        imagined_ratio: float = param(1.0, ge=0)  # imagined transitions per real one in each agent batch
+        warmup: int = param(500, ge=0)  # model updates before imagined transitions are used
         update: Schedule = field(default_factory=Schedule)
-
-        def __post_init__(self) -> None:
-            for key in ("planning_steps", "theta", "kappa", "imagined_ratio", "warmup"):
-                if getattr(self, key) < 0:
-                    raise ValueError(f"{key}: must be >= 0 (got {getattr(self, key)})")
-            for key in ("hidden", "batch_size"):
-                if getattr(self, key) <= 0:
-                    raise ValueError(f"{key}: must be > 0 (got {getattr(self, key)})")
-            if self.lr <= 0:
-                raise ValueError(f"lr: must be > 0 (got {self.lr})")
 
     @staticmethod
     def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> str | None:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wm.config import positive, require
+from wm.config import POSITIVE, param, require
 from wm.envs import termination
 from wm.loops.schedule import Schedule
 from wm.models.base import WorldModel
@@ -124,14 +124,12 @@ class ModelBuffer:
 class RolloutSchedule:
     """Rollout length k grows linearly from min_length at env step ``start`` to max_length at ``end``."""
 
-    start: int = 0
-    end: int = 1
-    min_length: int = 1
-    max_length: int = 1
+    start: int = param(0, ge=0)
+    end: int = param(1, gt=0)
+    min_length: int = param(1, gt=0)
+    max_length: int = param(1, gt=0)
 
     def check(self) -> None:
-        positive(self, "min_length", "max_length")
-        positive(self, "start", allow_zero=True)
         require(self.end > self.start, "end", f"must be > start (got {self.end} <= {self.start})")
 
     def length(self, step: int) -> int:
@@ -141,33 +139,29 @@ class RolloutSchedule:
 
 @dataclass
 class MBPOConfig:
-    ensemble_size: int = 7
-    elites: int = 5
-    hidden: list[int] = field(default_factory=lambda: [200, 200, 200, 200])
-    lr: float = 1e-3
-    weight_decay: float = 5e-5
-    batch_size: int = 256
-    holdout_ratio: float = 0.2
-    max_holdout: int = 5000
-    patience: int = 5           # epochs without a >= `improvement` relative holdout gain before stopping
-    improvement: float = 0.01
-    max_epochs: int = 0         # cap on epochs per retrain (0: until early stopping)
-    logvar_bound_weight: float = 0.01
-    rollout_batch_size: int = 100_000
+    ensemble_size: int = param(7, gt=0)
+    elites: int = param(5, gt=0)
+    hidden: list[int] = param([200, 200, 200, 200], each=POSITIVE)
+    lr: float = param(1e-3, gt=0)
+    weight_decay: float = param(5e-5, ge=0)
+    batch_size: int = param(256, gt=0)
+    holdout_ratio: float = param(0.2, gt=0, lt=1)
+    max_holdout: int = param(5000, gt=0)
+    patience: int = param(5, gt=0)  # epochs without a >= `improvement` relative holdout gain before stopping
+    improvement: float = param(0.01, ge=0)
+    max_epochs: int = param(0, ge=0)  # cap on epochs per retrain (0: until early stopping)
+    logvar_bound_weight: float = param(0.01, ge=0)
+    rollout_batch_size: int = param(100_000, gt=0)
     rollout: RolloutSchedule = field(default_factory=RolloutSchedule)
-    retain: int = 1             # the model buffer holds the rollouts of this many retrains
+    retain: int = param(1, gt=0)  # the model buffer holds the rollouts of this many retrains
     deterministic: bool = False  # rollouts use the predicted mean instead of sampling
-    termination: str = "never"  # a name in wm.envs.termination or a gymnasium id (the env's own function)
+    # a name in wm.envs.termination or a gymnasium id (the env's own function)
+    termination: str = param("never", free="a termination function name or env id, checked in check()")
     update: Schedule = field(default_factory=lambda: Schedule(every=250, updates=1, start=250))
 
     def check(self) -> None:
-        positive(self, "ensemble_size", "elites", "lr", "batch_size", "max_holdout", "patience",
-                 "rollout_batch_size", "retain")
-        positive(self, "weight_decay", "improvement", "max_epochs", "logvar_bound_weight", allow_zero=True)
         require(self.elites <= self.ensemble_size, "elites",
                 f"must be <= ensemble_size={self.ensemble_size} (got {self.elites})")
-        require(0 < self.holdout_ratio < 1, "holdout_ratio", f"must be in (0, 1) (got {self.holdout_ratio})")
-        require(all(h > 0 for h in self.hidden), "hidden", f"layer sizes must be > 0 (got {self.hidden})")
         require(termination.resolve_name(self.termination) is not None, "termination",
                 f"no known termination function for {self.termination!r}; valid: "
                 f"{', '.join(termination.FUNCTIONS)} or one of the env ids "

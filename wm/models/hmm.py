@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm.config import positive, require
+from wm.config import param
 from wm.models.base import WorldModel
 
 DTYPE = torch.float64
@@ -413,19 +413,14 @@ class HMMWorldModel(WorldModel):
 
     @dataclass
     class Config:
-        name: str = "hmm"
-        perturb: float = 0.5     # 0: start at the truth, 1: fully random probability rows
-        init_seed: int = 0       # added to the run seed for the perturbed start
-        min_covar: float = 1e-6  # Gaussian emissions only
-        plot_steps: int = 300    # how many steps of the first held-out sequence the plot shows
-        tol: float = 1e-4        # EM has converged once an iteration gains less total log-likelihood;
-                                 # later train steps then do nothing (so a large total_steps is cheap)
-
-        def check(self) -> None:
-            require(0 <= self.perturb <= 1, "perturb", f"must be in [0, 1] (got {self.perturb})")
-            positive(self, "min_covar", allow_zero=True)
-            positive(self, "tol", allow_zero=True)
-            positive(self, "plot_steps")
+        name: str = param("hmm", free="the option's name")
+        perturb: float = param(0.5, ge=0, le=1)  # 0: start at the truth, 1: fully random probability rows
+        init_seed: int = param(0, ge=0)  # added to the run seed for the perturbed start
+        min_covar: float = param(1e-6, ge=0)  # Gaussian emissions only
+        plot_steps: int = param(300, gt=0)  # how many steps of the first held-out sequence the plot shows
+        # EM has converged once an iteration gains less total log-likelihood; later train steps then do
+        # nothing (so a large total_steps is cheap)
+        tol: float = param(1e-4, ge=0)
 
     def __init__(self, cfg: HMMWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()

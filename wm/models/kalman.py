@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from wm.config import positive
+from wm.config import Allowed, param
 from wm.models.base import WorldModel
 from wm.models.hmm import DTYPE, as_tensor, em_state, load_em_state, single_threaded
 
@@ -387,23 +387,17 @@ class KalmanWorldModel(WorldModel):
 
     @dataclass
     class Config:
-        name: str = "kalman"
-        perturb: float = 1.0   # size of the random change to each fitted parameter at the start
-        init_seed: int = 0
+        name: str = param("kalman", free="the option's name")
+        perturb: float = param(1.0, ge=0)  # size of the random change to each fitted parameter at the start
+        init_seed: int = param(0, ge=0)
         # what EM refits. With H known, F is identifiable only up to a change of basis of the unobserved
         # velocity block (same likelihood, different states), so by default the dynamics stay known and
         # the noise levels and the initial state are learned; add "F" to fit the dynamics as well.
-        em_vars: list[str] = field(default_factory=lambda: ["Q", "R", "x0", "P0"])
-        plot_steps: int = 200
-        tol: float = 1e-4      # EM has converged once an iteration gains less total log-likelihood;
-                               # later train steps then do nothing (so a large total_steps is cheap)
-
-        def check(self) -> None:
-            positive(self, "perturb", "tol", allow_zero=True)
-            positive(self, "plot_steps")
-            bad = sorted(set(self.em_vars) - {*EM_VARS, "B"})
-            if bad:
-                raise ValueError(f"em_vars: unknown {bad}; valid: {[*EM_VARS, 'B']}")
+        em_vars: list[str] = param(["Q", "R", "x0", "P0"], each=Allowed(choices=(*EM_VARS, "B")))
+        plot_steps: int = param(200, gt=0)
+        # EM has converged once an iteration gains less total log-likelihood; later train steps then do
+        # nothing (so a large total_steps is cheap)
+        tol: float = param(1e-4, ge=0)
 
     def __init__(self, cfg: KalmanWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()

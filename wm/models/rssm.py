@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wm.config import param
 from wm.loops.schedule import Schedule
 from wm.models import dists
 from wm.models.base import WorldModel
@@ -51,34 +52,34 @@ class RSSM(WorldModel):
 
     @dataclass
     class Config:
-        name: str = "rssm"
+        name: str = param("rssm", free="the option's name")
         update: Schedule = field(default_factory=lambda: Schedule(every=8, updates=1, start=500))
-        batch: int = 16  # sequences per update
-        length: int = 32  # steps per sequence
-        deter: int = 128  # GRU size
-        hidden: int = 64  # width of the GRU input and the prior/posterior MLPs
-        latent: str = "categorical"  # "categorical" (DreamerV2/V3) | "gaussian" (PlaNet/DreamerV1)
-        groups: int = 8  # categorical: number of categorical variables
-        classes: int = 8  # categorical: classes per variable
-        stoch: int = 32  # gaussian: latent dims
-        min_std: float = 0.1  # gaussian: std floor
-        unimix: float = 0.01  # categorical: uniform mix (DreamerV3); 0 for V2
-        units: int = 64  # encoder/decoder/head MLP width
-        layers: int = 2  # encoder/decoder/head MLP depth
-        cnn_depth: int = 16  # pixel encoder/decoder base channels
+        batch: int = param(16, gt=0)  # sequences per update
+        length: int = param(32, ge=2)  # steps per sequence
+        deter: int = param(128, gt=0)  # GRU size
+        hidden: int = param(64, gt=0)  # width of the GRU input and the prior/posterior MLPs
+        latent: str = param("categorical", choices=("categorical", "gaussian"))  # DreamerV2/V3 | PlaNet/DreamerV1
+        groups: int = param(8, gt=0)  # categorical: number of categorical variables
+        classes: int = param(8, ge=2)  # categorical: classes per variable
+        stoch: int = param(32, gt=0)  # gaussian: latent dims
+        min_std: float = param(0.1, gt=0)  # gaussian: std floor
+        unimix: float = param(0.01, ge=0, lt=1)  # categorical: uniform mix (DreamerV3); 0 for V2
+        units: int = param(64, gt=0)  # encoder/decoder/head MLP width
+        layers: int = param(2, gt=0)  # encoder/decoder/head MLP depth
+        cnn_depth: int = param(16, gt=0)  # pixel encoder/decoder base channels
         symlog_obs: bool = True  # vector obs: symlog inputs and symlog-MSE reconstruction (V3)
-        reward_head: str = "symlog_mse"  # "symlog_mse" | "twohot" (V3 paper: 255 symlog bins) | "mse"
+        reward_head: str = param("symlog_mse", choices=dists.HEADS)  # twohot: V3 paper, 255 symlog bins
         kl_balance: bool = True  # split KL into dynamics and representation terms (V2/V3)
-        dyn_scale: float = 0.5  # balanced: weight of KL(sg(post) || prior)
-        rep_scale: float = 0.1  # balanced: weight of KL(post || sg(prior))
-        kl_scale: float = 1.0  # unbalanced: weight of KL(post || prior)
-        free_bits: float = 1.0  # nats below which each KL term is not minimised (PlaNet: 3)
-        obs_scale: float = 1.0
-        reward_scale: float = 1.0
-        cont_scale: float = 1.0
-        lr: float = 1e-3
-        eps: float = 1e-8
-        grad_clip: float = 1000.0
+        dyn_scale: float = param(0.5, ge=0)  # balanced: weight of KL(sg(post) || prior)
+        rep_scale: float = param(0.1, ge=0)  # balanced: weight of KL(post || sg(prior))
+        kl_scale: float = param(1.0, ge=0)  # unbalanced: weight of KL(post || prior)
+        free_bits: float = param(1.0, ge=0)  # nats below which each KL term is not minimised (PlaNet: 3)
+        obs_scale: float = param(1.0, ge=0)
+        reward_scale: float = param(1.0, ge=0)
+        cont_scale: float = param(1.0, ge=0)
+        lr: float = param(1e-3, gt=0)
+        eps: float = param(1e-8, gt=0)
+        grad_clip: float = param(1000.0, gt=0)
         video: bool = True  # pixel envs: open-loop video (real | imagined | error) after each evaluation
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, device: Any = "cpu"):
@@ -90,8 +91,6 @@ class RSSM(WorldModel):
         self.act_dim = action_dim(act_space)
         self.image = is_image_space(obs_space)
         c = cfg
-        if c.latent not in ("categorical", "gaussian"):
-            raise ValueError(f"model.latent must be categorical or gaussian, got {c.latent!r}")
         self.stoch_dim = c.groups * c.classes if c.latent == "categorical" else c.stoch
         self.feat_dim = c.deter + self.stoch_dim
         stats = c.groups * c.classes if c.latent == "categorical" else 2 * c.stoch

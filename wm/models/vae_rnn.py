@@ -28,7 +28,7 @@ from einops import rearrange
 from torch import distributions as D
 from torch import nn
 
-from wm.config import positive, require
+from wm.config import param
 from wm.data.rollouts import FrameDataset, action_size
 from wm.models.base import WorldModel
 
@@ -39,58 +39,43 @@ VAE_STREAM, RNN_STREAM = 1, 2
 class BudgetConfig:
     """Shares of ``total_steps`` (real env steps) per stage that acts in the env; normalised to sum to 1."""
 
-    rollouts: float = 0.5
-    controller: float = 0.5
-
-    def check(self) -> None:
-        positive(self, "rollouts", "controller", allow_zero=True)
-        require(self.rollouts > 0, "rollouts", f"must be > 0 (got {self.rollouts})")
+    rollouts: float = param(0.5, gt=0)
+    controller: float = param(0.5, ge=0)
 
 
 @dataclass
 class RolloutConfig:
-    workers: int = 2            # envs stepped in parallel processes (AsyncVectorEnv) while collecting
-    max_episodes: int = 10000   # the paper's 10,000 random rollouts; the step budget usually ends it first
-    dt: float = 0.05            # brownian random policy: a += sqrt(dt) * N(0, 1)
-    resample: float = 0.05      # probability per step of a fresh uniform action (discrete: hold ~1/resample)
-
-    def check(self) -> None:
-        positive(self, "workers", "max_episodes", "dt")
-        require(0 <= self.resample <= 1, "resample", f"must be in [0, 1] (got {self.resample})")
+    workers: int = param(2, gt=0)  # envs stepped in parallel processes (AsyncVectorEnv) while collecting
+    max_episodes: int = param(10000, gt=0)  # the paper's 10,000 random rollouts; the step budget usually ends first
+    dt: float = param(0.05, gt=0)  # brownian random policy: a += sqrt(dt) * N(0, 1)
+    # probability per step of a fresh uniform action (discrete: hold ~1/resample)
+    resample: float = param(0.05, ge=0, le=1)
 
 
 @dataclass
 class VAEConfig:
-    epochs: float = 1.0         # passes over the collected frames (the paper: 1 epoch over 10M frames)
-    min_steps: int = 20
-    max_steps: int = 0          # 0: no cap on the optimizer steps that epochs ask for
-    batch: int = 32
-    lr: float = 1e-4
-    kl_tolerance: float = 0.5   # free bits: KL below kl_tolerance * latent is not penalised
-
-    def check(self) -> None:
-        positive(self, "epochs", "batch", "lr")
-        positive(self, "min_steps", "max_steps", "kl_tolerance", allow_zero=True)
+    epochs: float = param(1.0, gt=0)  # passes over the collected frames (the paper: 1 epoch over 10M frames)
+    min_steps: int = param(20, ge=0)
+    max_steps: int = param(0, ge=0)  # 0: no cap on the optimizer steps that epochs ask for
+    batch: int = param(32, gt=0)
+    lr: float = param(1e-4, gt=0)
+    kl_tolerance: float = param(0.5, ge=0)  # free bits: KL below kl_tolerance * latent is not penalised
 
 
 @dataclass
 class RNNConfig:
-    hidden: int = 256
-    mixtures: int = 5
-    epochs: float = 20.0        # passes over the collected steps (the paper: 20 epochs)
-    min_steps: int = 20
-    max_steps: int = 0
-    batch: int = 16
-    seq_len: int = 64
-    lr: float = 1e-3
-    grad_clip: float = 1.0
-    temperature: float = 1.0    # tau for sampling dreams
+    hidden: int = param(256, gt=0)
+    mixtures: int = param(5, gt=0)
+    epochs: float = param(20.0, gt=0)  # passes over the collected steps (the paper: 20 epochs)
+    min_steps: int = param(20, ge=0)
+    max_steps: int = param(0, ge=0)
+    batch: int = param(16, gt=0)
+    seq_len: int = param(64, gt=0)
+    lr: float = param(1e-3, gt=0)
+    grad_clip: float = param(1.0, gt=0)
+    temperature: float = param(1.0, gt=0)  # tau for sampling dreams
     reward_head: bool = True
     done_head: bool = True
-
-    def check(self) -> None:
-        positive(self, "hidden", "mixtures", "epochs", "batch", "seq_len", "lr", "grad_clip", "temperature")
-        positive(self, "min_steps", "max_steps", allow_zero=True)
 
 
 @dataclass
@@ -98,23 +83,20 @@ class StagesConfig:
     """Take a stage's product from an earlier run dir instead of making it (its env steps are then not spent
     here). ``mdnrnn_from`` also takes that run's VAE unless ``vae_from`` is set."""
 
-    rollouts_from: Optional[str] = None
-    vae_from: Optional[str] = None
-    mdnrnn_from: Optional[str] = None
+    rollouts_from: Optional[str] = param(None, free="a run dir, checked by check_stages")
+    vae_from: Optional[str] = param(None, free="a run dir, checked by check_stages")
+    mdnrnn_from: Optional[str] = param(None, free="a run dir, checked by check_stages")
 
 
 @dataclass
 class VAERNNConfig:
-    latent: int = 32
+    latent: int = param(32, gt=0)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     rollouts: RolloutConfig = field(default_factory=RolloutConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     rnn: RNNConfig = field(default_factory=RNNConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
-    stage_checkpoint_every: int = 200   # optimizer steps between checkpoints inside the V and M stages
-
-    def check(self) -> None:
-        positive(self, "latent", "stage_checkpoint_every")
+    stage_checkpoint_every: int = param(200, gt=0)  # optimizer steps between checkpoints inside V and M
 
 
 def capped(steps: int, cap: int) -> int:
