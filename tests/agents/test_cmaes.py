@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import pickle
+import io
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from wm.agents.cmaes import CMAES, CMAESConfig, RayConfig
+from wm.agents.cmaes import CMAES, CMAESConfig, RayConfig, es_to_tree, rebuild
 from wm.envs.factory import EnvConfig, episode_seed, make_env
+from wm.errors import ConfigError
 from wm.models.vae_rnn import VAERNN, VAERNNConfig
 
 CARTPOLE = EnvConfig(id="CartPole-v1", pixels=True, size=64, action_repeat=2)
+CARRACING_BOX = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))
 
 
 def build(env_cfg=CARTPOLE, **kw):
@@ -27,30 +29,99 @@ def build(env_cfg=CARTPOLE, **kw):
     return CMAES(CMAESConfig(**kw), obs, act, model, torch.device("cpu"))
 
 
-def test_continuous_actions_stay_in_the_box():
-    box = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))
-    agent = build()
-    agent.act_space, agent.out_dim = box, 3
+def with_space(agent, space):
+    agent.act_space, agent.out_dim = space, 3
     agent.dim = 3 * agent.in_dim + 3
+    return agent
+
+
+@pytest.mark.parametrize("box", [CARRACING_BOX, gym.spaces.Box(np.array([-2, 0, 1], np.float32),
+                                                                  np.array([2, 3, 5], np.float32))])
+def test_continuous_actions_stay_in_the_box(box):
+    agent = with_space(build(), box)
     params = torch.randn(50, agent.dim) * 10
     a, _ = agent.actions(params, torch.randn(50, agent.in_dim))
     assert a.shape == (50, 3) and box.contains(a[0])
     assert (a >= box.low).all() and (a <= box.high).all()
     assert agent.in_dim == 8 + 16 and build(inputs="z").in_dim == 8  # [z, h] vs z only
+    if box is not CARRACING_BOX:  # any other box: low + (tanh + 1) / 2 * (high - low), the middle at zero
+        zero, _ = agent.actions(torch.zeros(1, agent.dim), torch.randn(1, agent.in_dim))
+        assert np.allclose(zero, (box.low + box.high) / 2)
 
 
-def test_es_pickled_mid_run_continues_identically():
+def paper_actions(params: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """The paper's controller (Ha & Schmidhuber's CarRacing code): a = W x + b; steer tanh, gas (tanh + 1) / 2,
+    brake clip(tanh, 0, 1)."""
+    out = []
+    for p, x in zip(params, feats):
+        W, b = p[: 3 * len(x)].reshape(3, len(x)), p[3 * len(x):]
+        a = np.tanh(W @ x + b)
+        out.append([a[0], (a[1] + 1) / 2, np.clip(a[2], 0, 1)])
+    return np.array(out)
+
+
+def test_carracing_actions_are_the_papers_mapping():
+    agent = with_space(build(), CARRACING_BOX)
+    feats = torch.randn(20, agent.in_dim)
+    a, enc = agent.actions(torch.zeros(20, agent.dim), feats)
+    assert np.allclose(a, [[0, 0.5, 0]] * 20)  # zero parameters: straight on, half gas, no brake
+    params = torch.randn(20, agent.dim)
+    a, enc = agent.actions(params, feats)
+    assert np.allclose(a, paper_actions(params.double().numpy(), feats.double().numpy()), atol=1e-5)
+    assert np.array_equal(a, enc.numpy()) and (a[:, 2] == 0).any() and (a[:, 2] > 0).any()
+
+
+def es_run(agent, generations: int) -> list[np.ndarray]:
+    """``generations`` asks and tells on a fixed function; the candidates asked."""
+    asked = []
+    for _ in range(generations):
+        asked.append(agent.ask())
+        agent.tell(asked[-1], -((asked[-1] - 0.5) ** 2).sum(1))
+    return asked
+
+
+def test_es_state_reloaded_with_weights_only_continues_identically():
     agent = build(population=6)
     agent.start(seed=3)
-    f = lambda X: -((X - 0.5) ** 2).sum(1)
-    for _ in range(3):
-        X = agent.ask()
-        agent.tell(X, f(X))
-    blob, rng = agent.es_state(), np.random.get_state()
-    nxt = agent.ask()
-    agent.load_es_state(pickle.loads(pickle.dumps(blob)))
-    np.random.set_state(rng)
-    assert np.array_equal(agent.ask(), nxt)
+    es_run(agent, 3)
+    buf = io.BytesIO()
+    torch.save({"es": agent.es_state()}, buf)
+    rng = np.random.get_state()
+    expected = es_run(agent, 5)
+    np.random.seed(123)  # whatever the global RNG holds now: the saved state brings cma's own back
+    agent.load_es_state(torch.load(io.BytesIO(buf.getvalue()), weights_only=True)["es"])
+    assert np.array_equal(np.random.get_state()[1], rng[1])
+    got = es_run(agent, 5)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+class Marker:
+    """Creates a file when called: stands for code that must never run from a loaded state."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, *args):
+        open(self.path, "w").close()
+
+
+@pytest.mark.parametrize("attack", ["class", "function", "string", "method"])
+def test_es_state_outside_the_allow_list_is_refused(tmp_path, attack):
+    agent = build(population=4)
+    agent.start(seed=0)
+    tree = es_to_tree(agent.es)
+    if attack == "class":  # an object of a class outside the allow-list
+        tree["attrs"]["sm"]["cls"] = "subprocess.Popen"
+    elif attack == "function":
+        tree["attrs"]["sm"]["attrs"]["eigenmethod"] = {"$": "fn", "name": "os.system"}
+    elif attack == "string":  # cma evaluates option strings: a new one could be code
+        tree["attrs"]["opts"]["items"].append(["CMA_active", f"open({str(tmp_path / 'marker')!r}, 'w')"])
+    else:
+        tree["attrs"]["sm"]["attrs"]["randn"] = {"$": "method", "id": 10**6, "name": "__init__",
+                                                 "self": {"$": "ref", "id": 0}}
+    with pytest.raises(ConfigError, match="CMA-ES state: .* is not allowed"):
+        agent.load_es_state(tree)
+    assert not (tmp_path / "marker").exists()
 
 
 def test_batched_population_equals_one_at_a_time():
@@ -64,6 +135,34 @@ def test_batched_population_equals_one_at_a_time():
     assert steps <= batched.sum() <= 2 * steps  # CartPole, action repeat 2: 1 or 2 reward per agent step
     capped, used = agent.evaluate_real(CARTPOLE, params, seeds, budget=7)
     assert used == 7 and capped.sum() < batched.sum()
+    # what a Ray task rebuilds (weights through torch.load(weights_only=True)) gives the same returns
+    assert np.array_equal(rebuild(agent.portable()).evaluate_real(CARTPOLE, params, seeds)[0], batched)
+
+
+@pytest.mark.parametrize("sample_z", [True, False])
+def test_controller_sees_sampled_z_from_its_own_generators(sample_z):
+    agent = build(population=2, sample_z=sample_z)
+    seen, encode = [], agent.model.encode
+
+    def spy(frames, noise=None):  # records what the controller's z was made from, then encodes as before
+        z = encode(frames, noise)
+        seen.append((z, encode(frames), noise))
+        return z
+
+    agent.model.encode = spy
+    params = np.random.default_rng(0).normal(0, 0.5, (2, agent.dim))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    r1, _ = agent.evaluate_real(CARTPOLE, params, [5, 6])
+    assert torch.equal(torch.get_rng_state(), before)  # the global torch RNG is not touched
+    first = [z for z, _, _ in seen]
+    seen.clear()
+    torch.manual_seed(1)
+    r2, _ = agent.evaluate_real(CARTPOLE, params, [5, 6])
+    assert np.array_equal(r1, r2) and all(torch.equal(a, z) for a, (z, _, _) in zip(first, seen, strict=True))
+    for z, mu, noise in seen:
+        assert (noise is not None) == sample_z
+        assert torch.equal(z, mu) != sample_z  # sampled: z = mu + sigma * eps differs from mu
 
 
 def test_dream_is_batched_and_reproducible():

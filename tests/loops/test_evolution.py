@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg, metrics, summary, train
+from wm import checkpoint
 from wm.errors import ConfigError
+from wm.loops.evolution import load_product
 from wm.validate import validate
 
 # CartPole from pixels with tiny nets: seconds per stage
@@ -23,8 +25,8 @@ STAGES = ["rollouts", "vae", "mdnrnn", "controller", "test"]
 
 def stage(run_dir):
     try:
-        st = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
-    except (FileNotFoundError, EOFError, RuntimeError):
+        st = checkpoint.load(run_dir)
+    except (FileNotFoundError, EOFError, RuntimeError, ConfigError):
         return None, None
     return st["stage"], st["sub"]
 
@@ -107,6 +109,42 @@ def test_products_from_an_earlier_run_are_reused(full, run_dir):
     assert not any("vae/loss" in r for r in rows) and any("rnn/loss" in r for r in rows)
     assert not (run_dir / "rollouts").exists()
     assert summary(run_dir)["status"] == "completed"
+
+
+class Planted:
+    """A pickled object whose unpickling would create ``path``: stands for code in a shared run dir."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def plant(run_dir, marker):
+    """A finished-looking run dir whose vae.pt carries a Planted object beside real weights."""
+    (run_dir / "stages").mkdir(parents=True)
+    torch.save({"vae": {"w": torch.zeros(2)}, "opt": Planted(marker)}, run_dir / "vae.pt")
+    return run_dir / "vae.pt"
+
+
+def test_a_product_with_a_foreign_object_is_refused_and_nothing_of_it_runs(tmp_path):
+    path = plant(tmp_path / "shared", tmp_path / "marker")
+    with pytest.raises(ConfigError, match=f"^{path}: not a safe stage product") as e:
+        load_product(path)
+    assert "\n" not in str(e.value) and not (tmp_path / "marker").exists()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=f"^{truncated}: not a safe stage product"):
+        load_product(truncated)
+
+
+def test_vae_from_a_planted_run_dir_exits_2_in_one_line(full, run_dir, tmp_path):
+    path = plant(tmp_path / "shared", tmp_path / "marker")
+    proc = train(run_dir, *CP, f"model.stages.rollouts_from={full}", f"model.stages.vae_from={path.parent}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: {path}: not a safe stage product" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "marker").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

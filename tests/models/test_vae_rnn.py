@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from wm.models.vae_rnn import MDNRNN, VAERNN, ConvVAE, VAERNNConfig
+from wm.models.vae_rnn import MDNRNN, VAERNN, ConvVAE, VAERNNConfig, free_bits, kl_per_sample
 
 OBS = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
 ACT = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))
@@ -23,6 +23,29 @@ def test_vae_shapes_and_kl_tolerance():
     loss, logs = vae.loss(x, kl_tolerance=0.5)
     # free bits: a KL below 0.5 * 32 nats costs exactly the floor
     assert logs["vae/kl"] < 16 and abs(loss.item() - (logs["vae/recon"] + 16)) < 1e-3
+
+
+def test_kl_floor_is_per_sample_as_the_paper():
+    # one sample at the prior (KL 0) and one far from it (KL 0.5 * 2^2 * 32 = 64); floor 0.5 * 32 = 16
+    mu = torch.stack([torch.zeros(32), torch.full((32,), 2.0)]).requires_grad_()
+    logvar = torch.zeros(2, 32)
+    kl = kl_per_sample(mu, logvar)
+    assert torch.allclose(kl, torch.tensor([0.0, 64.0]))
+    loss = free_bits(kl, 16.0)
+    assert abs(loss.item() - (16 + 64) / 2) < 1e-4  # a floor on the batch mean would give max(32, 16) = 32
+    loss.backward()
+    assert torch.all(mu.grad[0] == 0) and torch.all(mu.grad[1] != 0)  # below the floor: no KL gradient
+
+
+def test_encode_samples_z_from_given_noise():
+    cfg = VAERNNConfig(latent=8)
+    cfg.rnn.hidden = 16
+    model = VAERNN(cfg, OBS, ACT, torch.device("cpu"))
+    frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), np.uint8)
+    mu, logvar = model.vae.encode(model.to_input(frames))
+    noise = torch.randn(3, 8)
+    assert torch.equal(model.encode(frames), mu)
+    assert torch.allclose(model.encode(frames, noise), mu + noise * (0.5 * logvar).exp())
 
 
 def test_mdn_learns_a_deterministic_sequence_and_temperature_widens_samples():

@@ -6,8 +6,11 @@ torch calls per step. In the dream, the same batch steps inside M instead (``VAE
 tau, done head), costing no real env steps. With ``ray.enabled`` the candidates are split into Ray tasks
 (local Ray, or the cluster at ``ray.address``), each evaluating its share as a batch.
 
-Controller: ``a = W [z, h] + b``; continuous actions are ``low + (tanh(a) + 1) / 2 * (high - low)`` per
-dimension (steering in [-1, 1], gas and brake in [0, 1] on CarRacing), discrete actions ``argmax(a)``.
+Controller: ``a = W [z, h] + b``. On CarRacing's (steer, gas, brake) box the paper's mapping: steer ``tanh(a0)``,
+gas ``(tanh(a1) + 1) / 2``, brake ``clip(tanh(a2), 0, 1)`` (zero parameters: straight, half gas, no brake). Any
+other box: ``low + (tanh(a) + 1) / 2 * (high - low)`` per dimension; discrete actions ``argmax(a)``. In the real
+env z is sampled from V (``z = mu + sigma * eps``, as the paper; ``agent.sample_z=false`` uses mu), eps from a
+generator seeded by the episode's seed, so a batch of episodes equals the same episodes one at a time.
 Episodes of candidate c, rollout r in generation g start from reset seed ``episode_seed(seed, CONTROLLER, g, r)``:
 all candidates of a generation meet the same R tracks, and a resumed run repeats them exactly.
 """
@@ -16,11 +19,21 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import pickle
+import types
 from dataclasses import dataclass, field
 from typing import Optional
 
 import cma
+import cma.boundary_handler
+import cma.evolution_strategy
+import cma.logger
+import cma.optimization_tools
+import cma.options_parameters
+import cma.recombination_weights
+import cma.sampler
+import cma.sigma_adaptation
+import cma.transformations
+import cma.utilities.utils
 import gymnasium as gym
 import numpy as np
 import torch
@@ -29,9 +42,11 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from wm.agents.base import Agent
 from wm.config import param, require
 from wm.data.rollouts import action_size
-from wm.envs.factory import EnvConfig, make_env
+from wm.envs.factory import EnvConfig, episode_seed, make_env
+from wm.errors import ConfigError
 
 INPUTS = ("zh", "z")
+Z_NOISE = 14  # seed stream of the eps in z = mu + sigma * eps (per episode)
 
 
 @dataclass
@@ -61,6 +76,7 @@ class CMAESConfig:
     dream_horizon: int = param(1000, gt=0)  # max imagined steps per dream episode
     temperature: Optional[float] = param(None, gt=0)  # tau for dreams (None: model.rnn.temperature)
     ray: RayConfig = field(default_factory=RayConfig)
+    sample_z: bool = True          # C sees z = mu + sigma * eps as in the paper; false: z = mu
 
 
 class CMAES(Agent):
@@ -89,11 +105,16 @@ class CMAES(Agent):
     def tell(self, candidates: np.ndarray, fitness: np.ndarray) -> None:
         self.es.tell(list(candidates), list(-np.asarray(fitness, float)))  # cma minimises
 
-    def es_state(self) -> bytes:
-        return pickle.dumps(self.es)
+    def es_state(self) -> dict:
+        """The CMA-ES object as plain values (loads with torch.load(weights_only=True)); see ``es_to_tree``."""
+        return es_to_tree(self.es)
 
-    def load_es_state(self, blob: bytes) -> None:
-        self.es = pickle.loads(blob)
+    def load_es_state(self, tree: dict) -> None:
+        """Rebuild the CMA-ES object saved by ``es_state``; anything outside the allow-list raises ConfigError.
+        Its strings must be among those of a fresh CMA-ES of this config (cma evaluates option strings)."""
+        fresh = cma.CMAEvolutionStrategy(np.zeros(self.dim), self.cfg.sigma0,
+                                         {"popsize": self.cfg.population, "seed": 1, "verbose": -9})
+        self.es = es_from_tree(tree, strings_in(es_to_tree(fresh)))
 
     # ---- the controller -----------------------------------------------------------------------------------
     def features(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -108,9 +129,13 @@ class CMAES(Agent):
             idx = out.argmax(-1)
             return (idx + int(self.act_space.start)).cpu().numpy(), torch.nn.functional.one_hot(
                 idx, self.out_dim).float()
-        low = torch.as_tensor(self.act_space.low, device=out.device)
-        high = torch.as_tensor(self.act_space.high, device=out.device)
-        a = low + (torch.tanh(out) + 1) / 2 * (high - low)
+        t = torch.tanh(out)
+        if is_carracing_box(self.act_space):  # the paper's mapping: steer, gas, brake
+            a = torch.stack([t[:, 0], (t[:, 1] + 1) / 2, t[:, 2].clamp(0, 1)], -1)
+        else:
+            low = torch.as_tensor(self.act_space.low, device=out.device)
+            high = torch.as_tensor(self.act_space.high, device=out.device)
+            a = low + (t + 1) / 2 * (high - low)
         return a.cpu().numpy().astype(self.act_space.dtype), a
 
     # ---- evaluation in the real env -----------------------------------------------------------------------
@@ -134,11 +159,14 @@ class CMAES(Agent):
         obs = np.array(obs)
         p = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=self.device)
         state = self.model.rnn.initial_state(E, self.device)
+        gens = [torch.Generator().manual_seed(episode_seed(s, Z_NOISE)) for s in seeds] if self.cfg.sample_z else None
         returns, active, steps = np.zeros(E), np.ones(E, bool), 0
         while active.any() and (budget is None or steps < budget):
             if frames is not None and active[0]:
                 frames.append(obs[0].copy())
-            z = self.model.encode(obs)
+            noise = None if gens is None else torch.stack(
+                [torch.randn(self.model.cfg.latent, generator=g) for g in gens]).to(self.device)
+            z = self.model.encode(obs, noise)
             act, a_enc = self.actions(p, self.features(z, state[0][0]))
             idx = np.flatnonzero(active)
             if budget is not None:
@@ -199,26 +227,183 @@ class CMAES(Agent):
         out = ray.get(refs)
         return np.concatenate([r for r, _ in out]), sum(s for _, s in out)
 
-    def portable(self) -> bytes:
-        """What a remote worker needs to rebuild this agent and its V + M on the CPU (no dataset)."""
+    def portable(self) -> dict:
+        """What a remote worker needs to rebuild this agent and its V + M on the CPU (no dataset): the configs
+        and spaces (Ray moves them as it moves the task itself) and the weights as a torch file."""
         m = self.model
         buf = io.BytesIO()
-        torch.save({"model_cfg": m.cfg, "agent_cfg": self.cfg, "obs_space": m.obs_space, "act_space": m.act_space,
-                    "vae": m.vae.state_dict(), "rnn": m.rnn.state_dict()}, buf)
-        return buf.getvalue()
+        torch.save({"vae": m.vae.state_dict(), "rnn": m.rnn.state_dict()}, buf)
+        return {"model_cfg": m.cfg, "agent_cfg": self.cfg, "obs_space": m.obs_space, "act_space": m.act_space,
+                "weights": buf.getvalue()}
 
 
-def rebuild(blob: bytes) -> CMAES:
+def rebuild(d: dict) -> CMAES:
     from wm.models.vae_rnn import VAERNN
 
-    d = torch.load(io.BytesIO(blob), weights_only=False)
     cpu = torch.device("cpu")
+    weights = torch.load(io.BytesIO(d["weights"]), map_location=cpu, weights_only=True)
     model = VAERNN(d["model_cfg"], d["obs_space"], d["act_space"], cpu)
-    model.vae.load_state_dict(d["vae"])
-    model.rnn.load_state_dict(d["rnn"])
+    model.vae.load_state_dict(weights["vae"])
+    model.rnn.load_state_dict(weights["rnn"])
     return CMAES(d["agent_cfg"], d["obs_space"], d["act_space"], model, cpu)
 
 
-def _evaluate_task(blob: bytes, env_cfg: EnvConfig, params: np.ndarray, seeds: list[int], budget: int | None):
+def is_carracing_box(space: gym.Space) -> bool:
+    """CarRacing's (steer, gas, brake) box, which the paper's controller maps dimension by dimension."""
+    return (isinstance(space, gym.spaces.Box) and space.shape == (3,) and np.array_equal(space.low, [-1, 0, 0])
+            and np.array_equal(space.high, [1, 1, 1]))
+
+
+def _evaluate_task(blob: dict, env_cfg: EnvConfig, params: np.ndarray, seeds: list[int], budget: int | None):
     torch.set_num_threads(1)
     return rebuild(blob).evaluate_real(env_cfg, params, seeds, budget)
+
+
+# ---- the CMA-ES object as plain values ------------------------------------------------------------------------
+# A checkpoint must load with torch.load(weights_only=True), and opening a shared run dir must not run its code,
+# so the cma.CMAEvolutionStrategy is not pickled: its object graph is written as nested dicts of plain values
+# (numbers, strings, bytes of arrays) naming each object's class, and rebuilt from an allow-list by creating
+# the object without calling any of its code (cls.__new__, then its __dict__ / items), shared objects shared
+# again. The whole state is kept, so a resumed run continues exactly. cma's one RNG is numpy's global
+# RandomState (the sampler holds its bound randn): it is restored as that global with the saved state.
+_ES_CLASSES = {f"{c.__module__}.{c.__qualname__}": c for c in (
+    cma.evolution_strategy.CMAEvolutionStrategy, cma.evolution_strategy._CMASolutionDict_functional,
+    cma.evolution_strategy._CMASolutionDict_empty, cma.evolution_strategy._CMAStopDict,
+    cma.evolution_strategy._StopTolXStagnation, cma.options_parameters.CMAOptions,
+    cma.options_parameters.CMAParameters, cma.boundary_handler.BoundNone, cma.boundary_handler.BoundTransform,
+    cma.logger.CMADataLogger, cma.optimization_tools.BestSolution, cma.recombination_weights.RecombinationWeights,
+    cma.sampler.GaussFullSampler, cma.sigma_adaptation.CMAAdaptSigmaCSA, cma.sigma_adaptation.CMAAdaptSigmaTPA,
+    cma.sigma_adaptation._TPAParameters, cma.transformations.DiagonalDecoding, cma.transformations.GenoPheno,
+    cma.transformations.RoundIntegerVariables, cma.utilities.utils.BlancClass, cma.utilities.utils.ElapsedWCTime,
+    cma.utilities.utils.MoreToWrite, cma.utilities.utils.SolutionDict, cma.utilities.utils.DictFromTagsInString)}
+_ES_FUNCTIONS = {"numpy.linalg.eigh": np.linalg.eigh, "cma._pass": cma.evolution_strategy._pass,
+                 "cma.is_feasible": cma.options_parameters.is_feasible}
+_RNG_METHODS = ("randn", "rand", "standard_normal", "normal", "uniform")
+_GLOBAL_RNG = np.random.mtrand._rand
+
+
+def es_to_tree(es: cma.CMAEvolutionStrategy) -> dict:
+    memo: dict[int, int] = {}
+    keep = []  # holds every visited object, so no id is reused while encoding
+
+    def enc(x):
+        if x is None or type(x) in (bool, int, float, str, bytes):
+            return x
+        if isinstance(x, np.generic):
+            return {"$": "np", "dtype": x.dtype.str, "v": x.item()}
+        if type(x) is range:
+            return {"$": "range", "v": [x.start, x.stop, x.step]}
+        for name, fn in _ES_FUNCTIONS.items():
+            if x is fn:
+                return {"$": "fn", "name": name}
+        if id(x) in memo:
+            return {"$": "ref", "id": memo[id(x)]}
+        memo[id(x)] = n = len(memo)
+        keep.append(x)
+        if type(x) is np.ndarray and x.dtype != object:
+            return {"$": "array", "id": n, "dtype": x.dtype.str, "shape": list(x.shape),
+                    "data": np.ascontiguousarray(x).tobytes()}
+        if type(x) in (list, tuple):
+            return {"$": type(x).__name__, "id": n, "v": [enc(v) for v in x]}
+        if type(x) is np.random.RandomState:
+            return {"$": "rng", "id": n, "global": x is _GLOBAL_RNG, "state": enc(x.get_state(legacy=True))}
+        if type(x) is types.MethodType and type(x.__self__) is np.random.RandomState and x.__name__ in _RNG_METHODS:
+            return {"$": "method", "id": n, "self": enc(x.__self__), "name": x.__name__}
+        if type(x) is type and f"{x.__module__}.{x.__qualname__}" in _ES_CLASSES:
+            return {"$": "class", "id": n, "name": f"{x.__module__}.{x.__qualname__}"}
+        name = f"{type(x).__module__}.{type(x).__qualname__}"
+        if type(x) is dict or name in _ES_CLASSES:
+            return {"$": "object", "id": n, "cls": None if type(x) is dict else name,
+                    "items": [[enc(k), enc(v)] for k, v in x.items()] if isinstance(x, dict) else [],
+                    "values": [enc(v) for v in x] if isinstance(x, list) else [],
+                    "attrs": {k: enc(v) for k, v in getattr(x, "__dict__", {}).items()}}
+        raise TypeError(f"CMA-ES state: cannot store {type(x)} (add it to the allow-list in wm/agents/cmaes.py)")
+
+    return enc(es)
+
+
+def es_from_tree(tree: dict, strings: set[str]) -> cma.CMAEvolutionStrategy:
+    """The inverse of ``es_to_tree``. Refuses (ConfigError) any class, function or method outside the allow-list
+    and any string value that is not in ``strings`` (cma evaluates some option values given as strings)."""
+    memo: dict[int, object] = {}
+
+    def refuse(what: str):
+        raise ConfigError(f"CMA-ES state: {what} is not allowed")
+
+    def key(k):  # names are not evaluated: any string may be a key
+        return k if type(k) is str else dec(k)
+
+    def new(node, obj):
+        memo[node["id"]] = obj
+        return obj
+
+    def dec(x):
+        if x is None or type(x) in (bool, int, float, bytes):
+            return x
+        if type(x) is str:
+            return x if x in strings else refuse(f"string {x[:40]!r}")
+        if type(x) is not dict:
+            refuse(f"value of type {type(x).__name__}")
+        kind = x.get("$")
+        if kind == "np":
+            return np.dtype(x["dtype"]).type(x["v"])
+        if kind == "range":
+            return range(*x["v"])
+        if kind == "fn":
+            return _ES_FUNCTIONS[x["name"]] if x["name"] in _ES_FUNCTIONS else refuse(f"function {x['name']!r}")
+        if kind == "ref":
+            return memo[x["id"]]
+        if kind == "array":
+            dtype = np.dtype(x["dtype"])
+            if dtype.hasobject:
+                refuse("an object array")
+            return new(x, np.frombuffer(x["data"], dtype).reshape(x["shape"]).copy())
+        if kind == "list":
+            out = new(x, [])
+            out.extend(dec(v) for v in x["v"])
+            return out
+        if kind == "tuple":
+            return new(x, tuple(dec(v) for v in x["v"]))
+        if kind == "rng":
+            rng = new(x, _GLOBAL_RNG if x["global"] else np.random.RandomState())
+            rng.set_state(dec(x["state"]))
+            return rng
+        if kind == "method":
+            rng = dec(x["self"])
+            if type(rng) is not np.random.RandomState or x["name"] not in _RNG_METHODS:
+                refuse(f"method {x['name']!r}")
+            return new(x, getattr(rng, x["name"]))
+        if kind == "class":
+            return new(x, _ES_CLASSES[x["name"]] if x["name"] in _ES_CLASSES else refuse(f"class {x['name']!r}"))
+        if kind == "object":
+            cls = dict if x["cls"] is None else _ES_CLASSES.get(x["cls"]) or refuse(f"class {x['cls']!r}")
+            obj = new(x, cls.__new__(cls))  # no __init__, no __setstate__: none of its code runs
+            if isinstance(obj, dict):
+                dict.update(obj, [(key(k), dec(v)) for k, v in x["items"]])
+            if isinstance(obj, list):
+                list.extend(obj, [dec(v) for v in x["values"]])
+            if x["attrs"]:
+                vars(obj).update({str(k): dec(v) for k, v in x["attrs"].items()})
+            return obj
+        refuse(f"node {kind!r}")
+
+    try:
+        es = dec(tree)
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a malformed tree: one line
+        raise ConfigError(f"CMA-ES state: malformed ({type(e).__name__}: {e})") from None
+    if type(es) is not cma.CMAEvolutionStrategy:
+        refuse(f"a top-level {type(es).__name__}")
+    return es
+
+
+def strings_in(tree) -> set[str]:
+    """Every string value in a tree of plain values."""
+    if type(tree) is str:
+        return {tree}
+    if type(tree) is dict:
+        return set().union(*(strings_in(v) for v in tree.values()))
+    if type(tree) in (list, tuple):
+        return set().union(*(strings_in(v) for v in tree))
+    return set()

@@ -10,8 +10,9 @@
 ``total_steps`` bounds the real env steps of all stages together; ``model.budget`` splits it. A finished stage
 writes ``stages/<name>.json`` and is skipped on resume; a killed stage continues from its last checkpoint
 (rollouts: the stored episodes; vae / mdnrnn: every ``model.stage_checkpoint_every`` optimizer steps;
-controller: every generation, with the pickled CMA-ES object). ``model.stages.<name>_from=<run dir>`` takes a
-product from an earlier run (its env steps are then not spent, and not counted, here).
+controller: every generation, with the CMA-ES object as plain values). ``model.stages.<name>_from=<run dir>``
+takes a product from an earlier run (its env steps are then not spent, and not counted, here). Products load
+with ``torch.load(weights_only=True)`` (``load_product``): a file from a shared run dir cannot run code.
 
 metrics.jsonl ``step`` is real env steps so far; the V and M stages log at the step count they started at.
 """
@@ -19,6 +20,7 @@ metrics.jsonl ``step`` is real env steps so far; the V and M stages log at the s
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,15 @@ from wm.loops.signals import StopFlag
 log = logging.getLogger("wm")
 STAGES = ("rollouts", "vae", "mdnrnn", "controller", "test")
 CONTROLLER, REEVAL, EVAL, DREAM = 11, 12, 1, 13  # seed streams (EVAL as the online loop's)
+
+
+def load_product(path: Path) -> Any:
+    """A stage product (tensors and plain values only): anything else, or a damaged file, is one ConfigError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: not a safe stage product ({why[:200]})") from None
 
 
 def split_budget(total: int, rollouts: float, controller: float) -> tuple[int, int]:
@@ -128,11 +139,11 @@ class EvolutionLoop:
     def _load_product(self, name: str) -> None:
         """A stage done earlier (this run before a resume): load what later stages need."""
         if name == "vae":
-            self.model.load_vae_state(torch.load(self._product("vae"), weights_only=False))
+            self.model.load_vae_state(load_product(self._product("vae")))
         elif name == "mdnrnn":
-            self.model.load_rnn_state(torch.load(self._product("mdnrnn"), weights_only=False))
+            self.model.load_rnn_state(load_product(self._product("mdnrnn")))
         elif name == "controller":
-            self.best = torch.load(self.dir / "controller.pt", weights_only=False)["best"]
+            self.best = load_product(self.dir / "controller.pt")["best"]
 
     def _product(self, name: str) -> Path:
         src = self._source(name)
@@ -244,7 +255,10 @@ class EvolutionLoop:
             a.start(self.s.seed)
             sub = {"gen": 0, "last_cost": 0, "best": None, "es": None}
         else:
-            a.load_es_state(sub["es"])
+            try:
+                a.load_es_state(sub["es"])
+            except ConfigError as e:
+                raise ConfigError(f"{self.dir / checkpoint.LATEST}: {e}") from None
         budget = self.budget["controller"]
         P, R = cfg.population, cfg.rollouts
         while sub["gen"] < cfg.generations:
@@ -271,11 +285,11 @@ class EvolutionLoop:
                    "controller/seconds": time.time() - t0}
             if cfg.dream:
                 row["controller/dream_steps"] = dream_steps
-            sub.update(gen=g + 1, last_cost=used, last_best=X[int(fitness.argmax())])
+            sub.update(gen=g + 1, last_cost=used, last_best=torch.tensor(X[int(fitness.argmax())]))
             left = budget - self.spent["controller"]
             last = g + 1 == cfg.generations or (not cfg.dream and left < used + self._reeval_cost(sub))
             if (g + 1) % cfg.reeval_every == 0 or last:  # the last generation's best is always re-evaluated
-                score = self._reeval(sub["last_best"], g, sub)
+                score = self._reeval(sub["last_best"].numpy(), g, sub)
                 if score is not None:
                     row["controller/reeval_return"] = score
             self.logger.log(row, self.step)
@@ -283,7 +297,7 @@ class EvolutionLoop:
             self._checkpoint("controller", sub)
             self._check_stop("controller", lambda: sub)
         if sub["best"] is None:  # no re-evaluation fitted the budget: the best single evaluation CMA-ES saw
-            sub["best"] = {"params": np.asarray(a.es.result.xbest), "score": None, "generation": None}
+            sub["best"] = {"params": torch.tensor(a.es.result.xbest), "score": None, "generation": None}
         self.best = sub["best"]
         self._save(self.dir / "controller.pt", {"best": self.best, "es": a.es_state(), "generations": sub["gen"]})
 
@@ -303,7 +317,7 @@ class EvolutionLoop:
         self._spend(used)
         score = float(rets.mean())
         if used < left and (sub["best"] is None or sub["best"]["score"] is None or score > sub["best"]["score"]):
-            sub["best"] = {"params": np.asarray(params), "score": score, "generation": g + 1}
+            sub["best"] = {"params": torch.tensor(params), "score": score, "generation": g + 1}
         return score
 
     def _evaluate(self, params: np.ndarray, seeds: list[int], budget: int | None):

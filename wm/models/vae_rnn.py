@@ -8,7 +8,8 @@ generator seeded by (seed, stage, step), so a stage resumed from a checkpoint co
 
 Paper architecture: V's encoder is 4 stride-2 4x4 convs (32, 64, 128, 256 channels, ReLU) -> 1024 -> mu, logvar
 (z = 32); the decoder is a dense layer to 1024 then 4 stride-2 deconvs (5, 5, 6, 6 kernels; 128, 64, 32, 3
-channels; sigmoid). Loss: L2 reconstruction summed over pixels + KL with "free bits" max(KL, kl_tolerance * z).
+channels; sigmoid). Loss: L2 reconstruction summed over pixels + KL with "free bits" max(KL, kl_tolerance * z)
+per sample, then the batch mean (as the paper's code).
 M is an LSTM with 256 units and 5 mixtures per latent dimension; sampling with temperature tau divides the
 mixture logits by tau and scales the std by sqrt(tau). Optional reward and done heads make dreaming possible.
 """
@@ -59,7 +60,7 @@ class VAEConfig:
     max_steps: int = param(0, ge=0)  # 0: no cap on the optimizer steps that epochs ask for
     batch: int = param(32, gt=0)
     lr: float = param(1e-4, gt=0)
-    kl_tolerance: float = param(0.5, ge=0)  # free bits: KL below kl_tolerance * latent is not penalised
+    kl_tolerance: float = param(0.5, ge=0)  # free bits: a sample's KL below kl_tolerance * latent is free
 
 
 @dataclass
@@ -130,9 +131,20 @@ class ConvVAE(nn.Module):
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         recon = self.decode(z)
         rec = ((recon - x) ** 2).flatten(1).sum(1).mean()
-        kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
-        loss = rec + torch.clamp(kl, min=kl_tolerance * self.latent)
-        return loss, {"vae/loss": loss.item(), "vae/recon": rec.item(), "vae/kl": kl.item()}
+        kl = kl_per_sample(mu, logvar)
+        loss = rec + free_bits(kl, kl_tolerance * self.latent)
+        return loss, {"vae/loss": loss.item(), "vae/recon": rec.item(), "vae/kl": kl.mean().item()}
+
+
+def kl_per_sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma) || N(0, 1)) of each sample (B,), summed over the latent dimensions."""
+    return -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)
+
+
+def free_bits(kl: torch.Tensor, floor: float) -> torch.Tensor:
+    """The paper's KL term: max(KL, floor) per sample, then the batch mean, so a sample below the floor gets no
+    KL gradient while the others still do (a floor on the batch mean would ignore the spread)."""
+    return torch.clamp(kl, min=floor).mean()
 
 
 class MDNRNN(nn.Module):
@@ -228,9 +240,10 @@ class VAERNN(WorldModel):
         return rearrange(x, "b h w c -> b c h w").float().div_(255.0)
 
     @torch.no_grad()
-    def encode(self, frames: np.ndarray, sample: bool = False) -> torch.Tensor:
+    def encode(self, frames: np.ndarray, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """z of frames (B, H, W, C): mu, or mu + sigma * noise given standard normal noise (B, latent)."""
         mu, logvar = self.vae.encode(self.to_input(frames))
-        return mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        return mu if noise is None else mu + noise * (0.5 * logvar).exp()
 
     # ---- stage 2: V ---------------------------------------------------------------------------------------
     def vae_steps(self, frames: int) -> int:
