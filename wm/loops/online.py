@@ -22,10 +22,11 @@ from wm.data.replay import Replay
 from wm.envs.factory import EnvConfig, episode_seed, make_vec_env
 from wm.logging import Logger
 from wm.logging.progress import Progress
+from wm.loops.rng import own_rng
 from wm.loops.signals import StopFlag
 
 log = logging.getLogger("wm")
-TRAIN, EVAL = 0, 1  # seed streams
+TRAIN, EVAL, EVAL_RNG = 0, 1, 2  # seed streams: training envs, eval envs, the eval's own global RNGs
 
 
 @dataclass
@@ -173,9 +174,14 @@ class OnlineLoop:
             for env in self.eval_envs.envs:
                 env.unwrapped.load_state_dict(world())
 
-    @torch.no_grad()
     def _evaluate(self) -> None:
-        """``eval_episodes`` deterministic episodes; the same seeds at every evaluation."""
+        """``eval_episodes`` deterministic episodes; the same seeds at every evaluation, on RNG streams of
+        their own so that evaluating (how often, how many episodes) never changes training."""
+        with own_rng(episode_seed(self.s.seed, EVAL_RNG, self.step)):
+            self._evaluate_policy()
+
+    @torch.no_grad()
+    def _evaluate_policy(self) -> None:
         envs, k = self.eval_envs, self.eval_envs.num_envs
         self._sync_eval_world()
         returns, lengths, frames = [], [], []

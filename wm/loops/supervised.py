@@ -14,7 +14,11 @@ import numpy as np
 from wm import checkpoint
 from wm.logging import Logger
 from wm.logging.progress import Progress
+from wm.envs.factory import episode_seed
+from wm.loops.rng import own_rng
 from wm.loops.signals import StopFlag
+
+EVAL_RNG = 2  # the seed stream of evaluations' own RNGs (as in the online loop)
 
 
 class SupervisedLoop:
@@ -53,9 +57,10 @@ class SupervisedLoop:
 
     def _evaluate(self) -> None:
         self._flush()
-        self.logger.log(self.model.evaluate(), self.step)
-        if hasattr(self.model, "artifacts"):
-            self.model.artifacts(self.logger.run_dir, self.logger)
+        with own_rng(episode_seed(self.s.seed, EVAL_RNG, self.step)):  # evaluating never changes training
+            self.logger.log(self.model.evaluate(), self.step)
+            if hasattr(self.model, "artifacts"):
+                self.model.artifacts(self.logger.run_dir, self.logger)
 
     def _checkpoint(self) -> None:
         self._flush()
