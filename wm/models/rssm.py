@@ -67,7 +67,7 @@ class RSSM(WorldModel):
         layers: int = 2  # encoder/decoder/head MLP depth
         cnn_depth: int = 16  # pixel encoder/decoder base channels
         symlog_obs: bool = True  # vector obs: symlog inputs and symlog-MSE reconstruction (V3)
-        reward_head: str = "symlog_mse"  # "symlog_mse" | "twohot" (V3 paper: 255 symlog bins) | "mse"
+        reward_head: str = "symlog_mse"  # "symlog_mse" | "twohot" (V3 paper: 255 symlog bins) | "mse" | "twohot_raw"
         kl_balance: bool = True  # split KL into dynamics and representation terms (V2/V3)
         dyn_scale: float = 0.5  # balanced: weight of KL(sg(post) || prior)
         rep_scale: float = 0.1  # balanced: weight of KL(post || sg(prior))
@@ -114,7 +114,7 @@ class RSSM(WorldModel):
         self.prior_net = mlp(c.deter, stats, c.hidden, 1)
         self.post_net = mlp(c.deter + embed, stats, c.hidden, 1)
         # heads
-        rbins = 255 if c.reward_head == "twohot" else 1
+        rbins = dists.head_bins(c.reward_head)
         self.reward_net = zero_last(mlp(self.feat_dim, rbins, c.units, c.layers))
         self.cont_net = mlp(self.feat_dim, 1, c.units, c.layers)
         if not self.discrete:  # env actions are rescaled to [-1, 1] for the model and the agents
