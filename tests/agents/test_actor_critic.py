@@ -67,7 +67,8 @@ def test_reinforce_gradients_stop_at_model():
     m.train_step(rep, 0)
     m.opt.zero_grad(set_to_none=True)
     before = copy.deepcopy(m.state_dict())
-    feats, _actions = a.imagine({k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()})
+    feats = a.imagine({k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()})
+    feats = feats[0]
     assert a.grad_mode == "reinforce" and not feats.requires_grad and feats.shape[0] == TINY_A.horizon + 1
     actor_before = [p.clone() for p in a.actor.parameters()]
     critic_before = [p.clone() for p in a.critic.parameters()]
@@ -94,7 +95,7 @@ def test_dynamics_gradients_flow_through_model_into_actor():
     m.opt.zero_grad(set_to_none=True)
     start = {k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()}
     m.requires_grad_(False)
-    feats, actions = a.imagine(start)
+    feats, actions = a.imagine(start)[:2]
     assert feats.requires_grad and actions.requires_grad
     # the first imagined state is a function of the first action alone (through the dynamics)
     g = torch.autograd.grad(feats[1].sum(), list(a.actor.parameters()), retain_graph=True, allow_unused=True)
@@ -108,6 +109,83 @@ def test_dynamics_gradients_flow_through_model_into_actor():
     m.opt.zero_grad(set_to_none=True)
     a.train_step(rep, 1)
     assert all(p.grad is None for p in m.parameters())
+
+
+def _constant_world(m):
+    """Make the model's reward and continue heads constant (zero output weights), so neither passes any
+    gradient back into the imagined features."""
+    for net in (m.reward_net, m.cont_net):
+        torch.nn.init.zeros_(net[-1].weight)
+
+
+def test_dynamics_actor_gets_critic_gradient_under_constant_reward(monkeypatch):
+    """Continuous actions, dynamics backprop (DreamerV1/V2): with a constant reward and continue the only
+    signal about where the actions lead is the critic's value of the imagined states, so the actor's gradient
+    must come through the bootstrap values. Meanwhile the actor's loss leaves no gradient on the critic."""
+    torch.manual_seed(0)
+    _env, rep, m, a = make("Pendulum-v1", latent="gaussian", entropy=0.0)
+    _constant_world(m)
+    torch.nn.init.normal_(a.critic[-1].weight)  # a critic with an opinion (the default starts at zero)
+    seen = {}
+    orig = a.actor_opt.step
+
+    def spy():
+        seen["actor"] = [p.grad.clone() for p in a.actor.parameters()]
+        seen["critic"] = [p.grad for p in a.critic.parameters()]
+        orig()
+
+    monkeypatch.setattr(a.actor_opt, "step", spy)
+    out = a.train_step(rep, 0)
+    assert out["agent/imag_reward"] == pytest.approx(0.0, abs=1e-6)  # the reward really is constant
+    norm = torch.sqrt(sum((g ** 2).sum() for g in seen["actor"]))
+    assert torch.isfinite(norm) and norm > 1e-4
+    assert all(g is None for g in seen["critic"])
+
+
+def test_dynamics_actor_gradient_follows_the_critic():
+    """The same constant-reward world: flipping the sign of the critic's output flips the actor's gradient."""
+    grads = []
+    for sign in (1.0, -1.0):
+        torch.manual_seed(0)
+        _env, rep, m, a = make("Pendulum-v1", latent="gaussian", entropy=0.0, return_norm=False)
+        _constant_world(m)
+        torch.manual_seed(1)
+        torch.nn.init.normal_(a.critic[-1].weight)
+        with torch.no_grad():
+            a.critic[-1].weight.mul_(sign)
+            a.slow_critic.load_state_dict(a.critic.state_dict())
+        torch.manual_seed(2)
+        a.actor_opt.step = lambda: None  # keep the gradient, skip the update
+        a.train_step(rep, 0)
+        grads.append(torch.cat([p.grad.flatten() for p in a.actor.parameters()]))
+    assert grads[0].norm() > 1e-4
+    assert torch.allclose(grads[0], -grads[1], atol=1e-6 + 1e-4 * grads[0].abs().max().item())
+
+
+@pytest.mark.parametrize("actor_grad", ["dynamics", "reinforce"])
+def test_imagined_actions_stay_in_the_box(actor_grad):
+    """Imagined continuous actions are clamped to [-1, 1] like the real ones (a Normal with std ~0.9 around
+    a tanh mean samples outside it about a quarter of the time); in dynamics mode the clamp is
+    straight-through, so a clamped action still passes gradient to the actor."""
+    torch.manual_seed(0)
+    _env, rep, m, a = make("Pendulum-v1", latent="gaussian", actor_grad=actor_grad)
+    m.train_step(rep, 0)
+    start = {k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()}
+    m.requires_grad_(False)
+    out = a.imagine(start)
+    m.requires_grad_(True)
+    actions = out[1]
+    assert actions.shape[-1] == 1 and actions.abs().max() <= 1.0
+    samples = out[2]  # the policy's samples before the clamp
+    assert actions.shape == samples.shape
+    outside = samples.abs() > 1
+    assert outside.any()  # the policy did sample outside the box, so the clamp was exercised
+    assert torch.equal(actions[~outside], samples[~outside])
+    if actor_grad == "dynamics":
+        g = torch.autograd.grad(actions[outside].sum(), list(a.actor.parameters()), allow_unused=True)
+        assert any(x is not None and x.abs().sum() > 0 for x in g)
+    out = a.train_step(rep, 1)
+    assert np.isfinite(out["agent/actor_loss"])
 
 
 def test_critic_loss_does_not_reach_actor(monkeypatch):

@@ -5,10 +5,13 @@ latest training batch (B*L starts), computes lambda-returns from predicted rewar
 (slow) critic, then updates
 - the actor: REINFORCE with advantages normalised by the 5-95 percentile return range (DreamerV3) for
   discrete actions, or backpropagation through the learned dynamics (DreamerV1) for continuous ones
-  (`actor_grad`), plus an entropy bonus;
+  (`actor_grad`), plus an entropy bonus. In dynamics mode the lambda-returns the actor maximises are
+  bootstrapped from critic values that keep their graph through the imagined features (DreamerV1/V2), so the
+  critic's judgement of where the actions lead reaches the actor; only the actor's optimiser steps on that loss;
 - the critic: two-hot symlog regression onto the lambda-returns, regularised towards a slow EMA copy.
 World-model parameters never receive gradients from here; the imagined trajectory is detached for the
-critic and (in REINFORCE mode) for the actor's inputs.
+critic and (in REINFORCE mode) for the actor's inputs. Imagined continuous actions are clamped to the action
+box [-1, 1] as real ones are, with a straight-through gradient (see `clamp_st`).
 
 Curiosity (``intrinsic=``, wm/intrinsic/latent_disagreement.py): the module keeps the exploration statistics
 of the real rows and, for ``intrinsic=disagreement`` (Plan2Explore), trains its latent ensemble on the
@@ -43,6 +46,13 @@ def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tenso
     return torch.stack(out[1:][::-1], 0)
 
 
+def clamp_st(a: torch.Tensor) -> torch.Tensor:
+    """Clamp to [-1, 1] in the forward pass, identity gradient in the backward pass (straight-through): the
+    model sees the action the env would get, and a sample beyond the box still tells the actor which way
+    its return moves (a plain clamp would give those samples zero gradient)."""
+    return a + (a.clamp(-1, 1) - a).detach()
+
+
 class ActorCritic(Agent):
     action_kinds = ("discrete", "continuous")
     requires_model = ("rssm",)  # checked by wm.validate before anything is built
@@ -66,7 +76,7 @@ class ActorCritic(Agent):
         unimix: float = param(0.01, ge=0, lt=1)  # discrete actor: uniform mix
         # reinforce | dynamics | auto (reinforce if discrete else dynamics)
         actor_grad: str = param("auto", choices=("auto", "reinforce", "dynamics"))
-        critic_head: str = param("symlog_mse", choices=HEADS)  # twohot: the DreamerV3 paper
+        critic_head: str = param("symlog_mse", choices=HEADS)  # twohot: DreamerV3 paper; twohot_raw: bins without symlog
         slow_decay: float = param(0.98, ge=0, le=1)  # EMA of the slow critic per update
         slow_reg: float = param(0.1, ge=0)  # weight pulling the critic towards the slow critic (DreamerV3: 1.0)
         slow_target: bool = False  # bootstrap lambda-returns from the slow critic (False: fast, as V3)
@@ -91,8 +101,6 @@ class ActorCritic(Agent):
         self.act_space = act_space
         self.discrete = isinstance(act_space, gym.spaces.Discrete)
         self.act_dim = model.act_dim
-        if cfg.actor_grad not in ("auto", "reinforce", "dynamics"):
-            raise ValueError(f"agent.actor_grad must be auto, reinforce or dynamics, got {cfg.actor_grad!r}")
         self.grad_mode = cfg.actor_grad if cfg.actor_grad != "auto" else ("reinforce" if self.discrete else "dynamics")
         if self.discrete and self.grad_mode == "dynamics":
             raise ValueError("agent.actor_grad=dynamics needs continuous actions")
@@ -101,7 +109,7 @@ class ActorCritic(Agent):
             self.high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device)
         out = self.act_dim if self.discrete else 2 * self.act_dim
         self.actor = mlp(model.feat_dim, out, cfg.units, cfg.layers)
-        cbins = 255 if cfg.critic_head == "twohot" else 1
+        cbins = dists.head_bins(cfg.critic_head)
         self.critic = zero_last(mlp(model.feat_dim, cbins, cfg.units, cfg.layers))
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.intrinsic = intrinsic  # a submodule: checkpointed with the agent (ensemble, optimiser, statistics)
@@ -158,22 +166,35 @@ class ActorCritic(Agent):
         return self.to_env(a), ({"deter": latent["deter"], "stoch": latent["stoch"]}, a)
 
     # ----- learning in imagination ---------------------------------------------------------------------
-    def imagine(self, start: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Roll the actor through the model's prior for `horizon` steps. Returns feats (H+1, N, F) and
-        actions (H, N, A). In REINFORCE mode nothing here carries gradients; in dynamics mode the actions
-        are reparameterised and gradients flow through the (frozen) model into the actor."""
+    def imagine(self, start: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Roll the actor through the model's prior for `horizon` steps. Returns feats (H+1, N, F), the
+        actions the model saw (H, N, A; continuous ones clamped to [-1, 1]) and the policy's samples before
+        the clamp (for log-probabilities). In REINFORCE mode nothing here carries gradients; in dynamics mode
+        the actions are reparameterised and gradients flow through the (frozen) model into the actor."""
         m = self.model
         state = {"deter": start["deter"], "stoch": start["stoch"]}
-        feats, actions = [m.feat(state)], []
+        feats, actions, samples = [m.feat(state)], [], []
         grad = self.grad_mode == "dynamics"
         with torch.set_grad_enabled(grad):
             for _ in range(self.cfg.horizon):
                 dist = self.policy(feats[-1].detach() if not grad else feats[-1])
                 a = dist.rsample() if grad else dist.sample()
+                samples.append(a)
+                a = a if self.discrete else clamp_st(a)
                 state = m.img_step(state, a)
                 feats.append(m.feat(state))
                 actions.append(a)
-        return torch.stack(feats), torch.stack(actions)
+        return torch.stack(feats), torch.stack(actions), torch.stack(samples)
+
+    def bootstrap(self, feats: torch.Tensor) -> torch.Tensor:
+        """Values (H+1, N) the lambda-returns bootstrap from, by the slow or the fast critic. The critic is
+        frozen while they are computed: a gradient through them (dynamics mode: `feats` carry the actor's
+        graph) reaches the actor through the features and never lands on the critic's parameters."""
+        self.critic.requires_grad_(False)
+        try:
+            return self.value(feats, slow=self.cfg.slow_target)
+        finally:
+            self.critic.requires_grad_(True)
 
     def train_step(self, replay, step: int) -> dict[str, float]:
         m, c = self.model, self.cfg
@@ -199,7 +220,7 @@ class ActorCritic(Agent):
 
         m.requires_grad_(False)
         try:
-            feats, actions = self.imagine(start)
+            feats, actions, samples = self.imagine(start)
             reward = m.reward(feats[1:]).mean()  # (H, N)
             cont = m.cont(feats[1:]).probs
             reward_ext = reward
@@ -209,13 +230,12 @@ class ActorCritic(Agent):
             m.requires_grad_(True)
         fd = feats.detach()
         with torch.no_grad():
-            slow = self.value(fd, slow=True)  # (H+1, N): bootstrap targets and critic regulariser
+            slow = self.value(fd, slow=True)  # (H+1, N): the critic regulariser's targets
         vdist = dists.head_dist(self.critic(fd[:-1]), c.critic_head)
         value = vdist.mean()  # (H, N), with grad for the critic loss; detached as the actor's baseline
-        if c.slow_target:
-            boot = slow
-        else:
-            boot = torch.cat([value.detach(), self.value(fd[-1:])], 0).detach()
+        boot = self.bootstrap(feats if self.grad_mode == "dynamics" else fd)  # (H+1, N)
+        # in dynamics mode the returns carry gradient to the actor through reward, continue and the bootstrap
+        # values; every other use (critic target, REINFORCE advantage, normalisation) takes them detached
         returns = lambda_returns(reward, cont, boot, c.gamma, c.lam)  # (H, N)
         with torch.no_grad():
             disc = torch.cat([cont0[None], cont[:-1]], 0) * torch.cat(
@@ -234,7 +254,7 @@ class ActorCritic(Agent):
         base = value.detach()
         if self.grad_mode == "reinforce":
             adv = ((returns.detach() - base) / scale)
-            logp = policy.log_prob(actions.detach())
+            logp = policy.log_prob(samples.detach())
             actor_obj = logp * adv
         else:
             actor_obj = returns / scale

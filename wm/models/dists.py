@@ -31,18 +31,21 @@ class TwoHotSymlog:
     """Discrete regression over `bins` equally spaced in symlog space (DreamerV3 reward/value heads).
 
     logits: (..., bins). mean() returns values in the original space, log_prob(target) takes targets in
-    the original space, shape (...).
+    the original space, shape (...). use_symlog=False (head kind 'twohot_raw', the no-symlog ablation): the
+    same bins in raw units, identity instead of symlog/symexp, so values beyond [low, high] clip.
     """
 
-    def __init__(self, logits: torch.Tensor, low: float = -20.0, high: float = 20.0):
-        self.logits = logits
+    def __init__(self, logits: torch.Tensor, low: float = -20.0, high: float = 20.0, use_symlog: bool = True):
+        self.logits, self.use_symlog = logits, use_symlog
         self.bins = torch.linspace(low, high, logits.shape[-1], device=logits.device, dtype=logits.dtype)
 
     def mean(self) -> torch.Tensor:
-        return symexp((self.logits.softmax(-1) * self.bins).sum(-1))
+        x = (self.logits.softmax(-1) * self.bins).sum(-1)
+        return symexp(x) if self.use_symlog else x
 
     def log_prob(self, target: torch.Tensor) -> torch.Tensor:
-        return (twohot(symlog(target), self.bins) * self.logits.log_softmax(-1)).sum(-1)
+        t = symlog(target) if self.use_symlog else target
+        return (twohot(t, self.bins) * self.logits.log_softmax(-1)).sum(-1)
 
 
 def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
@@ -71,13 +74,19 @@ class ScalarHead:
         return -0.5 * (self.out - t) ** 2
 
 
-HEADS = ("symlog_mse", "twohot", "mse")  # the scalar heads head_dist builds
+HEADS = ("symlog_mse", "twohot", "mse", "twohot_raw")  # the scalar heads head_dist builds
+
+
+def head_bins(kind: str) -> int:
+    """Outputs of a head of this kind: 255 bins for the two-hot heads, 1 for the scalar ones."""
+    return 255 if kind in ("twohot", "twohot_raw") else 1
 
 
 def head_dist(out: torch.Tensor, kind: str):
-    """Turn a head's raw output into a distribution: 'twohot' (symlog bins), 'symlog_mse' or 'mse'."""
-    if kind == "twohot":
-        return TwoHotSymlog(out)
+    """Turn a head's raw output into a distribution: 'twohot' (symlog bins), 'twohot_raw' (the same bins in
+    raw units), 'symlog_mse' or 'mse'."""
+    if kind in ("twohot", "twohot_raw"):
+        return TwoHotSymlog(out, use_symlog=(kind == "twohot"))
     return ScalarHead(out, use_symlog=(kind == "symlog_mse"))
 
 

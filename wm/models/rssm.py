@@ -68,7 +68,7 @@ class RSSM(WorldModel):
         layers: int = param(2, gt=0)  # encoder/decoder/head MLP depth
         cnn_depth: int = param(16, gt=0)  # pixel encoder/decoder base channels
         symlog_obs: bool = True  # vector obs: symlog inputs and symlog-MSE reconstruction (V3)
-        reward_head: str = param("symlog_mse", choices=dists.HEADS)  # twohot: V3 paper, 255 symlog bins
+        reward_head: str = param("symlog_mse", choices=dists.HEADS)  # twohot: V3 paper, 255 symlog bins; twohot_raw: no symlog
         kl_balance: bool = True  # split KL into dynamics and representation terms (V2/V3)
         dyn_scale: float = param(0.5, ge=0)  # balanced: weight of KL(sg(post) || prior)
         rep_scale: float = param(0.1, ge=0)  # balanced: weight of KL(post || sg(prior))
@@ -113,7 +113,7 @@ class RSSM(WorldModel):
         self.prior_net = mlp(c.deter, stats, c.hidden, 1)
         self.post_net = mlp(c.deter + embed, stats, c.hidden, 1)
         # heads
-        rbins = 255 if c.reward_head == "twohot" else 1
+        rbins = dists.head_bins(c.reward_head)
         self.reward_net = zero_last(mlp(self.feat_dim, rbins, c.units, c.layers))
         self.cont_net = mlp(self.feat_dim, 1, c.units, c.layers)
         if not self.discrete:  # env actions are rescaled to [-1, 1] for the model and the agents
