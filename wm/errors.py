@@ -1,5 +1,6 @@
 """User errors: one readable line, no traceback, a non-zero exit."""
 
 
-class ConfigError(Exception):
-    """An invalid command line or config: the message names the problem and the valid choices."""
+class ConfigError(ValueError):
+    """An invalid command line or config: the message names the problem and the valid choices (a ValueError:
+    a bad value, wherever it was found)."""

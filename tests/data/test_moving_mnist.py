@@ -74,12 +74,14 @@ def test_dataset_batches_depend_on_seed_and_step_test_set_only_on_test_seed():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="digits"):
-        MovingMNIST.Config(digits="emnist").check()
-    with pytest.raises(ValueError, match="mnist_dir"):
-        MovingMNIST.Config(digits="mnist_idx").check()
-    with pytest.raises(ValueError, match="horizon"):
-        MovingMNIST.Config(horizon=0).check()
+    from wm.config import check_tree
+
+    with pytest.raises(ValueError, match="env.digits: must be one of sklearn, mnist_idx"):
+        check_tree(MovingMNIST.Config(digits="emnist"), "env")
+    with pytest.raises(ValueError, match="env.mnist_dir"):
+        check_tree(MovingMNIST.Config(digits="mnist_idx"), "env")
+    with pytest.raises(ValueError, match="env.horizon: must be > 0"):
+        check_tree(MovingMNIST.Config(horizon=0), "env")
 
 
 def test_load_test_seq_reads_the_standard_layout(tmp_path):

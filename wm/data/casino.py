@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wm.config import param
+from wm.config import check_tree, param
 from wm.models.hmm import CategoricalHMM
 
 
@@ -44,7 +44,7 @@ class Casino:
     state_names = ("fair", "loaded")
 
     def __init__(self, cfg: Casino.Config, seed: int = 0):
-        cfg.check()
+        check_tree(cfg, "env")  # also when built directly, not through typed()
         self.cfg, self.seed = cfg, seed
         self.true_model = casino_hmm(cfg.p_fair_to_loaded, cfg.p_loaded_to_fair, cfg.loaded_six)
         g = torch.Generator().manual_seed(seed)

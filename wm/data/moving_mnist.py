@@ -38,7 +38,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from wm.config import param
+from wm.config import check_tree, param
 
 try:  # one readable line through train.py when the core is present
     from wm.errors import ConfigError as _UserError
@@ -232,7 +232,7 @@ class MovingMNIST:
     action_dim = 0
 
     def __init__(self, cfg: MovingMNIST.Config, seed: int = 0):
-        cfg.check()
+        check_tree(cfg, "env")  # also when built directly, not through typed()
         self.cfg = cfg
         self.seed = int(seed)
         self.context, self.horizon, self.size = cfg.context, cfg.horizon, cfg.size

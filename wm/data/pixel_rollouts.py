@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from wm.config import param
+from wm.config import check_tree, param
 
 
 def one_hot_or_raw(space: gym.Space, action: Any) -> np.ndarray:
@@ -73,7 +73,7 @@ class PixelRollouts:
     def __init__(self, cfg: PixelRollouts.Config, seed: int = 0):
         from wm.envs.factory import EnvConfig, make_env
 
-        cfg.check()
+        check_tree(cfg, "env")  # also when built directly, not through typed()
         self.cfg, self.seed = cfg, int(seed)
         self.context, self.horizon, self.size = cfg.context, cfg.horizon, cfg.size
         self.seq_len = cfg.context + cfg.horizon

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from wm.config import param
+from wm.config import check_tree, param
 from wm.models.kalman import KalmanFilter
 
 
@@ -45,7 +45,7 @@ class Tracking:
         test_length: int = param(200, gt=0)
 
     def __init__(self, cfg: Tracking.Config, seed: int = 0):
-        cfg.check()
+        check_tree(cfg, "env")  # also when built directly, not through typed()
         self.cfg, self.seed = cfg, seed
         self.true_model = constant_velocity_model(cfg.dt, cfg.q, cfg.r, cfg.speed)
         g = torch.Generator().manual_seed(seed)

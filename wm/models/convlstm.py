@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wm.config import POSITIVE, param, require
+from wm.config import POSITIVE, check_tree, param, require
 from wm.metrics.video import VideoMetrics, blank, copy_last
 
 
@@ -153,7 +153,7 @@ class ConvLSTM(nn.Module):
 
     def __init__(self, cfg: ConvLSTM.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
-        cfg.check()
+        check_tree(cfg, "model")  # also when built directly, not through typed()
         self.cfg, self.data, self.device = cfg, data, torch.device(device)
         if data.size % cfg.patch:
             raise ValueError(f"model.patch={cfg.patch} must divide the frame size {data.size}")

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from wm.config import Allowed, param
+from wm.config import Allowed, check_tree, param
 from wm.models.base import WorldModel
 from wm.models.hmm import DTYPE, as_tensor, em_state, load_em_state, single_threaded
 
@@ -403,7 +403,7 @@ class KalmanWorldModel(WorldModel):
         super().__init__()
         if not isinstance(getattr(data, "true_model", None), KalmanFilter):
             raise TypeError("model=kalman needs a linear-Gaussian dataset (env=tracking)")
-        cfg.check()
+        check_tree(cfg, "model")  # also when built directly, not through typed()
         self.cfg, self.data, self.device_ = cfg, data, torch.device(device)
         g = torch.Generator().manual_seed(int(getattr(data, "seed", 0)) + cfg.init_seed)
         truth = data.true_model
