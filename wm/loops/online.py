@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from wm.data.replay import Replay
 from wm.envs.factory import EnvConfig, episode_seed, make_vec_env
 from wm.logging import Logger
 from wm.logging.progress import Progress
+from wm.loops.finite import checked_step
 from wm.loops.signals import StopFlag
 
 log = logging.getLogger("wm")
@@ -153,7 +155,8 @@ class OnlineLoop:
                 continue
             self.rounds[i] += owed
             for _ in range(owed * learner.cfg.update.updates):
-                for key, value in learner.train_step(self.replay, self.step).items():
+                stats = checked_step(learner, self.step, partial(learner.train_step, self.replay, self.step))
+                for key, value in stats.items():
                     self.learn_stats[key].append(value)
         if self.step - self.last_log >= self.s.log_every:
             self._flush_learn_stats()

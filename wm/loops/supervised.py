@@ -7,6 +7,7 @@ model evaluates itself and may write artifacts (plots, videos) into the run dir.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from wm import checkpoint
 from wm.logging import Logger
 from wm.logging.progress import Progress
+from wm.loops.finite import checked_step
 from wm.loops.signals import StopFlag
 
 
@@ -30,7 +32,8 @@ class SupervisedLoop:
         try:
             with StopFlag() as stop:
                 while self.step < self.s.total_steps and not stop.requested:
-                    for key, value in self.model.train_step(self.step).items():
+                    stats = checked_step(self.model, self.step, partial(self.model.train_step, self.step))
+                    for key, value in stats.items():
                         self.stats[key].append(value)
                     self.step += 1
                     if self.step % self.s.log_every == 0:

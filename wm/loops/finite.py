@@ -1,0 +1,57 @@
+"""Stop a run at the first non-finite loss, gradient or parameter, naming it, before it is checkpointed.
+
+The loops call every learner's ``train_step`` through ``checked_step``: a non-finite loss or gradient norm
+in the stats it returns (keys ending in one of GUARDED; other stats may be NaN by design, e.g. coverage where
+it is not measured, or the log-likelihood gain of a first EM step) or an error raised inside it because its numbers went non-finite (argument
+checks of torch.distributions, multinomial on NaN probabilities) becomes one NonFiniteError. Any other
+error keeps its traceback: it is a bug, not a diverged run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable
+
+import torch
+
+GUARDED = re.compile(r"(loss|grad_norm|nll|kl|loglik)$")
+
+
+class NonFiniteError(Exception):
+    """A learner's loss, gradient or parameters are no longer finite: the run cannot go on."""
+
+
+def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``train_step()``'s stats, or a NonFiniteError naming the key, the learner and the env/optimizer step."""
+    who = type(learner).__name__
+    try:
+        stats = train_step()
+    except (ValueError, RuntimeError) as e:
+        bad = non_finite_parameter(learner)
+        if bad is None:
+            raise
+        raise NonFiniteError(f"non-finite parameter {bad} of {who} at step {step} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from e
+    for key, value in stats.items():
+        if not GUARDED.search(key):
+            continue
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            continue  # not a number (no learner logs such a stat today)
+        if not math.isfinite(x):
+            raise NonFiniteError(f"non-finite {key} ({x}) from {who} at step {step}")
+    return stats
+
+
+def non_finite_parameter(learner: Any) -> str | None:
+    """The name of the learner's first parameter or buffer (or its gradient) that is not finite, if any."""
+    if not isinstance(learner, torch.nn.Module):
+        return None
+    for name, t in [*learner.named_parameters(), *learner.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            return name
+        if t.grad is not None and not torch.isfinite(t.grad).all():
+            return f"{name}.grad"
+    return None
