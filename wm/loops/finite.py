@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -22,17 +23,21 @@ class NonFiniteError(Exception):
     """A learner's loss, gradient or parameters are no longer finite: the run cannot go on."""
 
 
-def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``train_step()``'s stats, or a NonFiniteError naming the key, the learner and the env/optimizer step."""
+def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any]],
+                 learners: Iterable[Any] = ()) -> dict[str, Any]:
+    """``train_step()``'s stats, or a NonFiniteError naming the key, the learner and the env/optimizer step.
+    ``learners``: the run's other learners, whose parameters may be the ones that went non-finite (an
+    agent that imagines through a diverged world model fails first)."""
     who = type(learner).__name__
+    suspects = [learner, *(x for x in learners if x is not learner)]
     try:
         stats = train_step()
     except (ValueError, RuntimeError) as e:
-        bad = non_finite_parameter(learner)
+        bad = non_finite_parameters(suspects)
         if bad is None:
             raise
-        raise NonFiniteError(f"non-finite parameter {bad} of {who} at step {step} "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from e
+        raise NonFiniteError(f"non-finite parameter {bad} at step {step}, in {who}.train_step "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:100]})") from e
     for key, value in stats.items():
         if not GUARDED.search(key):
             continue
@@ -41,17 +46,20 @@ def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any
         except (TypeError, ValueError):
             continue  # not a number (no learner logs such a stat today)
         if not math.isfinite(x):
-            raise NonFiniteError(f"non-finite {key} ({x}) from {who} at step {step}")
+            bad = non_finite_parameters(suspects)
+            raise NonFiniteError(f"non-finite {key} ({x}) from {who} at step {step}"
+                                 + (f" (non-finite parameter {bad})" if bad else ""))
     return stats
 
 
-def non_finite_parameter(learner: Any) -> str | None:
-    """The name of the learner's first parameter or buffer (or its gradient) that is not finite, if any."""
-    if not isinstance(learner, torch.nn.Module):
-        return None
-    for name, t in [*learner.named_parameters(), *learner.named_buffers()]:
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            return name
-        if t.grad is not None and not torch.isfinite(t.grad).all():
-            return f"{name}.grad"
+def non_finite_parameters(learners: Iterable[Any]) -> str | None:
+    """``Learner.name`` of the first parameter or buffer (or its gradient) that is not finite, if any."""
+    for learner in learners:
+        if not isinstance(learner, torch.nn.Module):
+            continue
+        for name, t in [*learner.named_parameters(), *learner.named_buffers()]:
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                return f"{type(learner).__name__}.{name}"
+            if t.grad is not None and not torch.isfinite(t.grad).all():
+                return f"{type(learner).__name__}.{name}.grad"
     return None

@@ -155,7 +155,8 @@ class OnlineLoop:
                 continue
             self.rounds[i] += owed
             for _ in range(owed * learner.cfg.update.updates):
-                stats = checked_step(learner, self.step, partial(learner.train_step, self.replay, self.step))
+                stats = checked_step(learner, self.step, partial(learner.train_step, self.replay, self.step),
+                                     self.learners)
                 for key, value in stats.items():
                     self.learn_stats[key].append(value)
         if self.step - self.last_log >= self.s.log_every:
