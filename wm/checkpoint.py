@@ -58,9 +58,9 @@ def load(run_dir: Path) -> dict[str, Any]:
     problems = []
     for name in (LATEST, PREVIOUS):
         path = Path(run_dir) / name
-        if not path.exists():
-            continue
         try:
+            if not path.exists():
+                raise ConfigError(f"{path} is missing")
             state = load_file(path)
         except ConfigError as e:
             log.warning("%s", e)
@@ -69,8 +69,7 @@ def load(run_dir: Path) -> dict[str, Any]:
         if problems:
             log.warning("resuming from %s", path)
         return state
-    raise ConfigError("; ".join(problems) + "; no good checkpoint is left to resume from" if problems
-                      else f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
+    raise ConfigError("; ".join(problems) + "; no good checkpoint is left to resume from")
 
 
 def exists(run_dir: Path) -> bool:

@@ -53,13 +53,20 @@ def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any
 
 
 def non_finite_parameters(learners: Iterable[Any]) -> str | None:
-    """``Learner.name`` of the first parameter or buffer (or its gradient) that is not finite, if any."""
+    """``Learner.name`` of the first parameter that is not finite, if any. Buffers are left out: some hold
+    infinities by design (e.g. the log of a zero probability)."""
     for learner in learners:
         if not isinstance(learner, torch.nn.Module):
             continue
-        for name, t in [*learner.named_parameters(), *learner.named_buffers()]:
-            if t.is_floating_point() and not torch.isfinite(t).all():
+        for name, t in learner.named_parameters():
+            if not torch.isfinite(t).all():
                 return f"{type(learner).__name__}.{name}"
-            if t.grad is not None and not torch.isfinite(t.grad).all():
-                return f"{type(learner).__name__}.{name}.grad"
     return None
+
+
+def check_parameters(learners: Iterable[Any], step: int, when: str) -> None:
+    """A NonFiniteError if an update left a parameter non-finite (its loss was still finite): checked after
+    each round of updates and before every checkpoint, so a diverged model is never saved or acted with."""
+    bad = non_finite_parameters(learners)
+    if bad is not None:
+        raise NonFiniteError(f"non-finite parameter {bad} {when} at step {step}")

@@ -23,7 +23,7 @@ from wm.data.replay import Replay
 from wm.envs.factory import EnvConfig, episode_seed, make_vec_env
 from wm.logging import Logger
 from wm.logging.progress import Progress
-from wm.loops.finite import checked_step
+from wm.loops.finite import check_parameters, checked_step
 from wm.loops.signals import StopFlag
 
 log = logging.getLogger("wm")
@@ -159,6 +159,7 @@ class OnlineLoop:
                                      self.learners)
                 for key, value in stats.items():
                     self.learn_stats[key].append(value)
+            check_parameters([learner], self.step, "after the updates")
         if self.step - self.last_log >= self.s.log_every:
             self._flush_learn_stats()
 
@@ -230,6 +231,7 @@ class OnlineLoop:
 
     # ---- checkpoint / resume --------------------------------------------------------------------
     def _checkpoint(self) -> None:
+        check_parameters([self.agent, self.model], self.step, "before the checkpoint")
         self._flush_learn_stats()
         state = {
             "step": self.step, "rounds": self.rounds, "evals_done": self.evals_done,

@@ -15,7 +15,7 @@ import numpy as np
 from wm import checkpoint
 from wm.logging import Logger
 from wm.logging.progress import Progress
-from wm.loops.finite import checked_step
+from wm.loops.finite import check_parameters, checked_step
 from wm.loops.signals import StopFlag
 
 
@@ -55,12 +55,14 @@ class SupervisedLoop:
         self.stats.clear()
 
     def _evaluate(self) -> None:
+        check_parameters([self.model], self.step, "before the evaluation")
         self._flush()
         self.logger.log(self.model.evaluate(), self.step)
         if hasattr(self.model, "artifacts"):
             self.model.artifacts(self.logger.run_dir, self.logger)
 
     def _checkpoint(self) -> None:
+        check_parameters([self.model], self.step, "before the checkpoint")
         self._flush()
         checkpoint.save(self.logger.run_dir, {
             "step": self.step, "model": self.model.state_dict(),
