@@ -33,6 +33,7 @@ def presets() -> list[str]:
 
 def loop_of(preset: str) -> str:
     from hydra import compose, initialize_config_dir
+
     from wm.config import target_class
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 from omegaconf import OmegaConf
+
 from tests.conftest import CONF, compose_cfg
 from wm.validate import validate
 

@@ -13,6 +13,7 @@ import typing
 
 import pytest
 from omegaconf import OmegaConf
+
 from tests.conftest import ROOT, compose_cfg
 from wm.config import allowed, target_class
 from wm.device import DeviceConfig
@@ -20,7 +21,6 @@ from wm.errors import ConfigError
 from wm.intrinsic.latent_disagreement import latent_variant
 from wm.logging.logger import LoggerConfig
 from wm.validate import GROUPS, RunConfig, options, validate
-
 
 FIXED = {"device": DeviceConfig, "logger": LoggerConfig}  # groups whose options share one Config
 

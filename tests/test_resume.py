@@ -46,3 +46,19 @@ def test_resume_with_other_settings_is_refused(run_dir):
     proc = train(run_dir, *TINY, "agent.lr=0.1", "resume=true")
     assert proc.returncode == 2 and "resume=true with different agent than the run" in proc.stderr
     assert (run_dir / "metrics.jsonl").read_text() == before  # nothing the run wrote is lost
+
+
+def test_dyna_cartpole_resumes_exactly(tmp_path):
+    """DQN with a learned Dyna model (the model was once saved inside the agent and could not be loaded):
+    resuming from the checkpoint at ~600 ends exactly like the uninterrupted run."""
+    run = ["experiment=dyna_cartpole", "total_steps=700", "eval.every=350", "eval.episodes=2", "eval.envs=2",
+           "checkpoint.every=300", "agent.prefill=200", "agent.update.start=200", "agent.update.every=100",
+           "agent.update.updates=4", "model.warmup=2", "log_every=100"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(full, *run).returncode == 0
+    assert train(part, *run).returncode == 0
+    (part / "checkpoints" / "latest.pt").unlink()  # resume from previous.pt (~600): the last 100 steps again
+    resumed = train(part, *run, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
+    assert drop(metrics(part)) == drop(metrics(full))

@@ -16,6 +16,7 @@ from wm import checkpoint
 from wm.errors import ConfigError
 from wm.logging import Logger
 from wm.loops.evolution import EvolutionLoop
+from wm.loops.finite import NonFiniteError
 from wm.loops.online import LoopSettings, OnlineLoop
 from wm.loops.supervised import SupervisedLoop
 from wm.validate import Plan, validate
@@ -43,7 +44,11 @@ def main(cfg: DictConfig) -> float | None:
 def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
     state = None
     if plan.run.resume:
-        state = checkpoint.load(run_dir)
+        try:  # a damaged latest checkpoint falls back to the previous one; refuse when none is good
+            state = checkpoint.load(run_dir)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         with open(run_dir / "metrics.jsonl", "r+") as f:  # drop what was logged after the checkpoint
             f.truncate(state["metrics_offset"])
         log.info("resuming %s from step %d", run_dir, state["step"])
@@ -68,6 +73,9 @@ def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
     except ConfigError as e:  # a user error only found while building a part (e.g. a corrupt data file)
         print(f"error: {e}", file=sys.stderr)
         exit_code = 2
+    except NonFiniteError as e:  # a diverged run: say where, and that nothing after it was checkpointed
+        print(f"error: {e}; {_kept(loop, run_dir)}", file=sys.stderr)
+        exit_code = 1
     finally:
         logger.summary(status, loop.step if loop else 0)
         logger.close()
@@ -77,6 +85,12 @@ def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
     if exit_code:
         sys.exit(exit_code)
     return logger.last.get("eval/return_mean")
+
+
+def _kept(loop: Any, run_dir: Path) -> str:
+    if not checkpoint.exists(run_dir):
+        return "no checkpoint was written before it"
+    return f"the last good checkpoint (step {getattr(loop, 'last_checkpoint', '?')}) is kept"
 
 
 def build_loop(plan: Plan, logger: Logger) -> Any:

@@ -10,7 +10,6 @@ import torch
 import wm.envs  # noqa: F401
 from bench.dyna import greedy_path, run_episodes, run_steps
 from wm.agents.dyna_q import DynaQAgent, TabularDynaQ
-from wm.loops.schedule import Schedule
 from wm.models.dyna import DynaModel
 
 

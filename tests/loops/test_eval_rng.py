@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from tests.conftest import metrics, train
 from wm import checkpoint
 

@@ -87,7 +87,8 @@ class DQN(Agent):
     def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.Space, model=None,
                  device: torch.device | str = "cpu", intrinsic=None):
         super().__init__()
-        self.cfg, self.model, self.device = cfg, model, torch.device(device)
+        self.cfg, self.device = cfg, torch.device(device)
+        object.__setattr__(self, "model", model)  # not a submodule: the model checkpoints itself (as in SAC)
         self.intrinsic = intrinsic  # wm.intrinsic module or None
         self.n_actions = int(act_space.n)
         self.encoder = ObsEncoder(obs_space, cfg.rescale_obs).to(self.device)

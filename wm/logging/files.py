@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temp file over ``path`` (atomic on POSIX)."""
+def atomic_write(path: Path, write: Callable[[Path], None], keep: Path | None = None) -> None:
+    """Call ``write(tmp_path)`` then rename the temp file over ``path`` (atomic on POSIX). With ``keep``,
+    the file being replaced is first renamed to ``keep``: only once the new one is complete on disk, so
+    at every moment ``path`` or ``keep`` holds a whole file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+    if keep is not None and path.exists():
+        os.replace(path, keep)
     os.replace(tmp, path)
 
 

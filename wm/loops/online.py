@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from wm.data.replay import Replay
 from wm.envs.factory import EnvConfig, episode_seed, make_vec_env
 from wm.logging import Logger
 from wm.logging.progress import Progress
+from wm.loops.finite import check_parameters, checked_step
 from wm.loops.rng import own_rng
 from wm.loops.signals import StopFlag
 
@@ -154,8 +156,11 @@ class OnlineLoop:
                 continue
             self.rounds[i] += owed
             for _ in range(owed * learner.cfg.update.updates):
-                for key, value in learner.train_step(self.replay, self.step).items():
+                stats = checked_step(learner, self.step, partial(learner.train_step, self.replay, self.step),
+                                     self.learners)
+                for key, value in stats.items():
                     self.learn_stats[key].append(value)
+            check_parameters([learner], self.step, "after the updates")
         if self.step - self.last_log >= self.s.log_every:
             self._flush_learn_stats()
 
@@ -232,6 +237,7 @@ class OnlineLoop:
 
     # ---- checkpoint / resume --------------------------------------------------------------------
     def _checkpoint(self) -> None:
+        check_parameters([self.agent, self.model], self.step, "before the checkpoint")
         self._flush_learn_stats()
         state = {
             "step": self.step, "rounds": self.rounds, "evals_done": self.evals_done,

@@ -7,14 +7,16 @@ model evaluates itself and may write artifacts (plots, videos) into the run dir.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from wm import checkpoint
+from wm.envs.factory import episode_seed
 from wm.logging import Logger
 from wm.logging.progress import Progress
-from wm.envs.factory import episode_seed
+from wm.loops.finite import check_parameters, checked_step
 from wm.loops.rng import own_rng
 from wm.loops.signals import StopFlag
 
@@ -34,7 +36,8 @@ class SupervisedLoop:
         try:
             with StopFlag() as stop:
                 while self.step < self.s.total_steps and not stop.requested:
-                    for key, value in self.model.train_step(self.step).items():
+                    stats = checked_step(self.model, self.step, partial(self.model.train_step, self.step))
+                    for key, value in stats.items():
                         self.stats[key].append(value)
                     self.step += 1
                     if self.step % self.s.log_every == 0:
@@ -56,6 +59,7 @@ class SupervisedLoop:
         self.stats.clear()
 
     def _evaluate(self) -> None:
+        check_parameters([self.model], self.step, "before the evaluation")
         self._flush()
         with own_rng(episode_seed(self.s.seed, EVAL_RNG, self.step)):  # evaluating never changes training
             self.logger.log(self.model.evaluate(), self.step)
@@ -63,6 +67,7 @@ class SupervisedLoop:
                 self.model.artifacts(self.logger.run_dir, self.logger)
 
     def _checkpoint(self) -> None:
+        check_parameters([self.model], self.step, "before the checkpoint")
         self._flush()
         checkpoint.save(self.logger.run_dir, {
             "step": self.step, "model": self.model.state_dict(),

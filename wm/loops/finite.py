@@ -1,0 +1,72 @@
+"""Stop a run at the first non-finite loss, gradient or parameter, naming it, before it is checkpointed.
+
+The loops call every learner's ``train_step`` through ``checked_step``: a non-finite loss or gradient norm
+in the stats it returns (keys ending in one of GUARDED; other stats may be NaN by design, e.g. coverage where
+it is not measured, or the log-likelihood gain of a first EM step) or an error raised inside it because its numbers went non-finite (argument
+checks of torch.distributions, multinomial on NaN probabilities) becomes one NonFiniteError. Any other
+error keeps its traceback: it is a bug, not a diverged run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+GUARDED = re.compile(r"(loss|grad_norm|nll|kl|loglik)$")
+
+
+class NonFiniteError(Exception):
+    """A learner's loss, gradient or parameters are no longer finite: the run cannot go on."""
+
+
+def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any]],
+                 learners: Iterable[Any] = ()) -> dict[str, Any]:
+    """``train_step()``'s stats, or a NonFiniteError naming the key, the learner and the env/optimizer step.
+    ``learners``: the run's other learners, whose parameters may be the ones that went non-finite (an
+    agent that imagines through a diverged world model fails first)."""
+    who = type(learner).__name__
+    suspects = [learner, *(x for x in learners if x is not learner)]
+    try:
+        stats = train_step()
+    except (ValueError, RuntimeError) as e:
+        bad = non_finite_parameters(suspects)
+        if bad is None:
+            raise
+        raise NonFiniteError(f"non-finite parameter {bad} at step {step}, in {who}.train_step "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:100]})") from e
+    for key, value in stats.items():
+        if not GUARDED.search(key):
+            continue
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            continue  # not a number (no learner logs such a stat today)
+        if not math.isfinite(x):
+            bad = non_finite_parameters(suspects)
+            raise NonFiniteError(f"non-finite {key} ({x}) from {who} at step {step}"
+                                 + (f" (non-finite parameter {bad})" if bad else ""))
+    return stats
+
+
+def non_finite_parameters(learners: Iterable[Any]) -> str | None:
+    """``Learner.name`` of the first parameter that is not finite, if any. Buffers are left out: some hold
+    infinities by design (e.g. the log of a zero probability)."""
+    for learner in learners:
+        if not isinstance(learner, torch.nn.Module):
+            continue
+        for name, t in learner.named_parameters():
+            if not torch.isfinite(t).all():
+                return f"{type(learner).__name__}.{name}"
+    return None
+
+
+def check_parameters(learners: Iterable[Any], step: int, when: str) -> None:
+    """A NonFiniteError if an update left a parameter non-finite (its loss was still finite): checked after
+    each round of updates and before every checkpoint, so a diverged model is never saved or acted with."""
+    bad = non_finite_parameters(learners)
+    if bad is not None:
+        raise NonFiniteError(f"non-finite parameter {bad} {when} at step {step}")
