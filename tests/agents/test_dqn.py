@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import metrics, train
+from tests.conftest import compose_cfg, metrics, train
 from wm.agents.dqn import DQN, DQNConfig, ObsEncoder
+from wm.errors import ConfigError
+from wm.intrinsic.rnd import RND, RNDConfig
+from wm.validate import validate
 
 
 class OneBatch:
@@ -60,3 +63,18 @@ def test_dqn_learns_cartpole_at_a_small_budget(run_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     evals = [r["eval/return_mean"] for r in metrics(run_dir) if "eval/return_mean" in r]
     assert max(evals) >= 150, evals
+
+
+@pytest.mark.parametrize("intrinsic", ["rnd", "icm"])
+def test_n_step_with_a_bonus_on_one_head_is_refused(intrinsic, tmp_path):
+    """One head would sum n env rewards but only step t's bonus and stop at env terminals a non-episodic
+    bonus must cross: n-step with a bonus needs the exploration head, which learns the bonus one-step."""
+    base = ["experiment=rnd_mountaincar", f"intrinsic={intrinsic}", "agent.n_step=3"]
+    with pytest.raises(ConfigError, match="agent.n_step=3 with an intrinsic bonus needs agent.intrinsic_head=true"):
+        validate(compose_cfg([*base, "agent.intrinsic_head=false"]), tmp_path)
+    validate(compose_cfg([*base, "agent.intrinsic_head=true"]), tmp_path)  # two heads: fine
+    validate(compose_cfg(["experiment=dqn_mountaincar", "agent.n_step=3"]), tmp_path)  # intrinsic=none: fine
+    env = gym.make("MountainCar-v0")
+    with pytest.raises(ValueError, match="intrinsic_head=true"):  # built directly, too
+        DQN(DQNConfig(n_step=3), env.observation_space, env.action_space, 
+            intrinsic=RND(RNDConfig(), env.observation_space, env.action_space))
