@@ -22,13 +22,13 @@ def final_return(curve: list[list[float]]) -> float:
 
 
 def stability(curve: list[list[float]]) -> float | None:
-    """Share of the evaluations after the first at the threshold that stay within 5% of it (None: never)."""
+    """Share of the evaluations after the first at the threshold that stay within 5% of it (None: never, or only at the last)."""
     values = [v for _, v in curve]
     first = next((i for i, v in enumerate(values) if v >= THRESHOLD), None)
     if first is None:
         return None
     after = values[first + 1:]
-    return sum(v >= 0.95 * THRESHOLD for v in after) / len(after) if after else 1.0
+    return sum(v >= 0.95 * THRESHOLD for v in after) / len(after) if after else None  # none after: unknown
 
 
 def main() -> None:
