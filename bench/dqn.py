@@ -1,5 +1,5 @@
-"""DQN on CartPole-v1: 5 seeds x 50,000 env steps. Primary figure: final return per seed (the mean of the last 3
-evaluations, 20 episodes each, every 2,500 steps); beside it steps to eval return >= 475, stability (the share
+"""DQN on CartPole-v1: 5 seeds x 50,000 env steps. Primary figure: final return per seed (the mean of the last
+3 evaluations, 20 episodes each, every 2,500 steps); beside it steps to eval return >= 475, stability (the share
 of evaluations after the first at 475 that stay within 5% of it) and wall time per seed.
 
     python -m bench.dqn            (or: make bench BENCH=dqn)
@@ -22,7 +22,8 @@ def final_return(curve: list[list[float]]) -> float:
 
 
 def stability(curve: list[list[float]]) -> float | None:
-    """Share of the evaluations after the first at the threshold that stay within 5% of it (None: never, or only at the last)."""
+    """Share of the evaluations after the first at the threshold that stay within 5% of it (None: the
+    threshold never met, or met only at the last evaluation)."""
     values = [v for _, v in curve]
     first = next((i for i, v in enumerate(values) if v >= THRESHOLD), None)
     if first is None:
