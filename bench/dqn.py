@@ -1,4 +1,6 @@
-"""DQN on CartPole-v1: 5 seeds x 50,000 env steps; steps to eval return >= 475 and wall time per seed.
+"""DQN on CartPole-v1: 5 seeds x 50,000 env steps. Primary figure: final return per seed (the mean of the last
+3 evaluations, 20 episodes each, every 2,500 steps); beside it steps to eval return >= 475, stability (the share
+of evaluations after the first at 475 that stay within 5% of it) and wall time per seed.
 
     python -m bench.dqn            (or: make bench BENCH=dqn)
 """
@@ -6,11 +8,28 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 
 from bench.common import plot_curves, spread, train_seed, write_results
 
 THRESHOLD = 475.0
+LAST = 3  # evaluations averaged into the final return
+
+
+def final_return(curve: list[list[float]]) -> float:
+    return statistics.mean(v for _, v in curve[-LAST:])
+
+
+def stability(curve: list[list[float]]) -> float | None:
+    """Share of the evaluations after the first at the threshold that stay within 5% of it (None: the
+    threshold never met, or met only at the last evaluation)."""
+    values = [v for _, v in curve]
+    first = next((i for i, v in enumerate(values) if v >= THRESHOLD), None)
+    if first is None:
+        return None
+    after = values[first + 1:]
+    return sum(v >= 0.95 * THRESHOLD for v in after) / len(after) if after else None  # none after: unknown
 
 
 def main() -> None:
@@ -22,14 +41,21 @@ def main() -> None:
     args = p.parse_args()
     overrides = ["experiment=dqn_cartpole", f"total_steps={args.steps}"]
     seeds = [train_seed(args.name, overrides, s, THRESHOLD, reuse=args.reuse) for s in args.seeds]
+    for r in seeds:
+        r["final_last_eval"] = r.pop("final")
+        r["final"] = final_return(r["curve"])
+        r["stability"] = stability(r["curve"])
+        print(f"seed {r['seed']}: final (mean of last {LAST} evals) {r['final']:.1f}", flush=True)
     reached = [r["steps_to_threshold"] for r in seeds]
     write_results(args.name, {
         "command": "python -m bench.dqn " + " ".join(sys.argv[1:]), "overrides": overrides,
         "budget": {"env_steps": args.steps, "eval_every": 2500, "eval_episodes": 20},
-        "threshold": THRESHOLD, "seeds": seeds,
+        "threshold": THRESHOLD, "final": f"mean of the last {LAST} evaluations", "seeds": seeds,
         "summary": {
-            "seeds_reaching_threshold": sum(r is not None for r in reached), "n_seeds": len(seeds),
-            "steps_to_threshold": spread(reached), "final_return": spread([r["final"] for r in seeds]),
+            "final_return": spread([r["final"] for r in seeds]),
+            "seeds_final_at_threshold": sum(r["final"] >= THRESHOLD for r in seeds), "n_seeds": len(seeds),
+            "seeds_reaching_threshold": sum(r is not None for r in reached),
+            "steps_to_threshold": spread(reached), "stability": spread([r["stability"] for r in seeds]),
             "wall_seconds": spread([r["wall_seconds"] for r in seeds]),
             "env_steps_per_second": spread([r["env_steps_per_second"] for r in seeds]),
         },

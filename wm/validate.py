@@ -162,6 +162,10 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
                                   f"adds its bonus in imagination, on latent states; valid: intrinsic=disagreement "
                                   f"(Plan2Explore) or intrinsic=none")
             intrinsic = typed(intrinsic_cls, cfg.intrinsic if "intrinsic" in cfg else {}, "intrinsic")
+        for cls in (model_cls, agent_cls):  # combinations a part refuses (e.g. Dyna with n-step targets)
+            problem = cls.check_parts(model, agent, intrinsic_cls) if hasattr(cls, "check_parts") else None
+            if problem:
+                raise ConfigError(f"{names}: {problem}")
         problem = model_cls.check_stages(model) if hasattr(model_cls, "check_stages") else None
         if problem:  # e.g. model.stages.rollouts_from naming a run dir without finished rollouts
             raise ConfigError(f"{names}: {problem}")

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import compose_cfg, train
 from wm.models.dyna import DynaModel, TabularModel
+from wm.validate import validate
 
 
 def test_tabular_model_keeps_last_outcome_and_predecessors():
@@ -131,3 +133,15 @@ def test_config_checks():
         typed(DynaModel, {"planning_steps": -1}, "model")
     with pytest.raises(TypeError, match="discrete actions"):
         DynaModel(DynaModel.Config(), gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (1,)))
+
+
+def test_dyna_with_n_step_targets_is_refused_in_one_line_before_any_work(run_dir):
+    """Imagined transitions are one-step: DQN's n-step fields would be missing once planning mixes them in."""
+    proc = train(run_dir, "experiment=dyna_cartpole", "agent.n_step=3", timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "agent.n_step=3 with model=dyna" in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr and not run_dir.exists()
+    # without imagined transitions (or with one-step targets) the combination is valid
+    validate(compose_cfg(["experiment=dyna_cartpole", "agent.n_step=3", "model.imagined_ratio=0"]), run_dir)
+    validate(compose_cfg(["experiment=dyna_cartpole"]), run_dir)

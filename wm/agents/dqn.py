@@ -19,6 +19,7 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.config import POSITIVE, param
+from wm.intrinsic.base import NoIntrinsic
 from wm.loops.schedule import Schedule
 
 
@@ -76,7 +77,9 @@ class DQNConfig:
     # policy; an exploitation head learns the env reward alone, off-policy, and is what evaluation uses.
     intrinsic_head: bool = False
     rescale_obs: bool = False  # Box observations with finite bounds mapped onto [-1, 1] (ObsEncoder)
-    n_step: int = param(1, gt=0)  # n-step returns of the env reward (an intrinsic bonus stays one-step)
+    n_step: int = param(1, gt=0)  # n-step returns of the env reward (with a bonus: intrinsic_head, whose bonus is one-step)
+    # > 0: lr falls linearly to 0 over these env steps (SB3's linear schedule); 0: constant
+    lr_decay_steps: int = param(0, ge=0)
 
 
 class DQN(Agent):
@@ -84,12 +87,29 @@ class DQN(Agent):
     action_kinds = ("discrete",)
     takes_intrinsic = True
 
+    @staticmethod
+    def check_parts(model, agent: DQNConfig, intrinsic: type | None) -> str | None:
+        """Why this agent cannot go with these parts (None if it can); used by validate and __init__.
+        ``intrinsic``: the intrinsic module's class (None or NoIntrinsic: no bonus).
+
+        One head with n-step targets would sum n env rewards but only step t's bonus, and bootstrap at the
+        env's terminals where a non-episodic bonus must not stop: refused. The exploration head of
+        ``intrinsic_head`` learns env reward + bonus one-step by design, the env-reward head n-step."""
+        bonus = intrinsic is not None and not issubclass(intrinsic, NoIntrinsic)
+        if bonus and agent.n_step > 1 and not agent.intrinsic_head:
+            return (f"agent.n_step={agent.n_step} with an intrinsic bonus needs agent.intrinsic_head=true "
+                    f"(its exploration head learns the bonus one-step); or use agent.n_step=1")
+        return None
+
     def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.Space, model=None,
                  device: torch.device | str = "cpu", intrinsic=None):
         super().__init__()
         self.cfg, self.device = cfg, torch.device(device)
         object.__setattr__(self, "model", model)  # not a submodule: the model checkpoints itself (as in SAC)
         self.intrinsic = intrinsic  # wm.intrinsic module or None
+        problem = self.check_parts(getattr(model, "cfg", None), cfg, type(intrinsic) if intrinsic else None)
+        if problem:
+            raise ValueError(problem)
         self.n_actions = int(act_space.n)
         self.encoder = ObsEncoder(obs_space, cfg.rescale_obs).to(self.device)
         self.two_heads = cfg.intrinsic_head and intrinsic is not None
@@ -102,6 +122,11 @@ class DQN(Agent):
     def epsilon(self) -> float:
         frac = min(1.0, self.env_step / self.cfg.eps_decay_steps)
         return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
+
+    def learning_rate(self) -> float:
+        if self.cfg.lr_decay_steps == 0:
+            return self.cfg.lr
+        return self.cfg.lr * max(0.0, 1.0 - self.env_step / self.cfg.lr_decay_steps)
 
     def q_values(self, obs: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
         """(B, n_actions); with ``intrinsic_head`` (B, 2, n_actions): exploitation (env reward), exploration."""
@@ -158,20 +183,19 @@ class DQN(Agent):
             target = self._two_head_target(b, v_next)
         else:
             q = self.q_values(b["obs"]).gather(1, b["action"].long()[:, None]).squeeze(1)
-            with torch.no_grad():
+            with torch.no_grad():  # n-step with a bonus needs two heads (check_parts)
                 target = self.extrinsic_target(b, v_next)
-                if self.cfg.n_step > 1 and "bonus" in b:  # the intrinsic bonus stays one-step
-                    target = target + b["bonus"]
         loss = F.smooth_l1_loss(q, target)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.max_grad_norm)
+        self.optim.param_groups[0]["lr"] = self.learning_rate()
         self.optim.step()
         self.updates += 1
         if self.updates % self.cfg.target_update == 0:
             self.q_target.load_state_dict(self.q.state_dict())
         stats = {"train/q_loss": loss.item(), "train/q_mean": q.mean().item(),
-                 "train/grad_norm": grad_norm.item(), "train/epsilon": self.epsilon()}
+                 "train/grad_norm": grad_norm.item(), "train/epsilon": self.epsilon(), "train/lr": self.learning_rate()}
         if self.intrinsic is not None:
             stats.update(self.intrinsic.stats, **self.explore_stats)
         return stats

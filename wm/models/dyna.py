@@ -227,6 +227,18 @@ class DynaModel(WorldModel):
             return f"model=dyna needs discrete or flat vector observations (got {type(obs_space).__name__}{obs_space.shape})"
         return None
 
+    @staticmethod
+    def check_parts(model: DynaModel.Config, agent: Any, intrinsic: type | None) -> str | None:
+        """Why this model cannot go with this agent (None if it can); used by validate.
+
+        Imagined transitions are one-step (no n-step return can be imagined from a single model step), so
+        an agent with n-step targets would meet them without their fields: refused while any are mixed in."""
+        n_step = getattr(agent, "n_step", 1)
+        if n_step > 1 and model.imagined_ratio > 0:
+            return (f"agent.n_step={n_step} with model=dyna: imagined transitions are one-step; "
+                    f"use agent.n_step=1 or model.imagined_ratio=0")
+        return None
+
     def __init__(self, cfg: DynaModel.Config, obs_space: gym.Space, act_space: gym.Space,
                  device: torch.device | str = "cpu"):
         super().__init__()
