@@ -32,6 +32,13 @@ CASES = [
     (["model=hmm", "env=tracking", "agent=none"], "env=tracking model=hmm agent=none: model=hmm needs"),
     (["model=hmm", "env=casino"], "takes no agent; use agent=none"),
 ]
+CASES += [  # combinations a part refuses (its `refuse` hook), found before anything is built
+    (["agent.actor_grad=dynamics"], "agent.actor_grad=dynamics needs continuous actions"),
+    (["env=carracing", "model=mbpo", "agent=sac", "model.termination=never"], "model=mbpo needs vector observations"),
+    (["env=moving_mnist", "model=convlstm", "agent=none", "model.patch=3"], "model.patch=3 must divide the frame"),
+    (["env=moving_mnist", "model=convlstm", "agent=none", "env.size=16"], "env.size: must be >= 28"),
+    (["experiment=dyna_cartpole", "agent.n_step=3"], "imagined transitions are one-step"),
+]
 CASES.append((["agent=actor_critic", "model=none"], "agent=actor_critic acts through a learned world model"))
 CASES.append((["env=carracing", "model=none", "agent=dqn"], "agent=dqn takes discrete actions but CarRacing-v3"))
 if not torch.cuda.is_available():

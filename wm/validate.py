@@ -62,6 +62,10 @@ GROUPS = ("env", "model", "agent", "device", "logger", "intrinsic")
 
 @dataclass
 class Plan:
+    """A checked run: typed configs and the classes to build. A part class may define
+    ``refuse(plan) -> str | None``, which validate calls once every part is typed: the reason it cannot work
+    in this set-up (one line, shown after the env/model/agent names), or None."""
+
     run: RunConfig
     env: Any  # EnvConfig for interactive envs, a dataset Config for supervised models
     env_cls: type
@@ -140,10 +144,6 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} takes {'/'.join(agent_cls.action_kinds)} "
                               f"actions but {env.id} has {kind} actions; agents for it: "
                               f"{', '.join(agents_for(kind)) or 'none yet'}")
-        for cls in (model_cls, agent_cls):  # a part may refuse the spaces (e.g. a tabular agent on vectors)
-            problem = cls.check_spaces(*spaces) if hasattr(cls, "check_spaces") else None
-            if problem:
-                raise ConfigError(f"{names}: {problem}")
         needs = getattr(agent_cls, "requires_model", ())  # e.g. ("rssm",) for agents that use a world model
         if needs and _choice(cfg, "model") not in needs:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} acts through a learned world model; "
@@ -162,13 +162,6 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
                                   f"adds its bonus in imagination, on latent states; valid: intrinsic=disagreement "
                                   f"(Plan2Explore) or intrinsic=none")
             intrinsic = typed(intrinsic_cls, cfg.intrinsic if "intrinsic" in cfg else {}, "intrinsic")
-        for cls in (model_cls, agent_cls):  # combinations a part refuses (e.g. Dyna with n-step targets)
-            problem = cls.check_parts(model, agent, intrinsic_cls) if hasattr(cls, "check_parts") else None
-            if problem:
-                raise ConfigError(f"{names}: {problem}")
-        problem = model_cls.check_stages(model) if hasattr(model_cls, "check_stages") else None
-        if problem:  # e.g. model.stages.rollouts_from naming a run dir without finished rollouts
-            raise ConfigError(f"{names}: {problem}")
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")
@@ -177,15 +170,17 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
                     if OmegaConf.load(CONF_DIR / "env" / f"{n}.yaml").get("_target_") != "wm.envs.factory.EnvConfig"]
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns from a dataset, not an environment; "
                           f"valid env: {', '.join(datasets)}")
-    if loop == "supervised":  # a model may refuse a dataset (e.g. an HMM on continuous tracking data)
-        problem = model_cls.check_dataset(env_cls) if hasattr(model_cls, "check_dataset") else None
+    plan = Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces,
+                intrinsic_cls, intrinsic)
+    for cls in (env_cls, model_cls, agent_cls, intrinsic_cls):
+        # the one hook for what a part cannot work with: spaces (a tabular agent on vectors), other parts
+        # (Dyna with n-step targets), a dataset (an HMM on tracking data), files (stage products)
+        problem = cls.refuse(plan) if hasattr(cls, "refuse") else None
         if problem:
             raise ConfigError(f"{names}: {problem}")
-
     if run.resume:
         _check_resume(cfg, run_dir)
-    return Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces,
-                intrinsic_cls, intrinsic)
+    return plan
 
 
 def _check_resume(cfg: DictConfig, run_dir: Path) -> None:

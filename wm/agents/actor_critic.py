@@ -90,6 +90,16 @@ class ActorCritic(Agent):
             require(self.min_std <= self.max_std, "min_std", f"must be <= max_std={self.max_std} "
                     f"(got {self.min_std})")
 
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        return cls.check_grad(plan.agent, plan.spaces[1])
+
+    @staticmethod
+    def check_grad(cfg, act_space: gym.Space) -> str | None:
+        if cfg.actor_grad == "dynamics" and isinstance(act_space, gym.spaces.Discrete):
+            return "agent.actor_grad=dynamics needs continuous actions (discrete ones: reinforce or auto)"
+        return None
+
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, model: RSSM | None = None,
                  device: Any = "cpu", intrinsic=None):
         super().__init__()
@@ -102,8 +112,8 @@ class ActorCritic(Agent):
         self.discrete = isinstance(act_space, gym.spaces.Discrete)
         self.act_dim = model.act_dim
         self.grad_mode = cfg.actor_grad if cfg.actor_grad != "auto" else ("reinforce" if self.discrete else "dynamics")
-        if self.discrete and self.grad_mode == "dynamics":
-            raise ValueError("agent.actor_grad=dynamics needs continuous actions")
+        if problem := self.check_grad(cfg, act_space):
+            raise ValueError(problem)
         if not self.discrete:
             self.low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device)
             self.high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device)

@@ -87,9 +87,13 @@ class DQN(Agent):
     action_kinds = ("discrete",)
     takes_intrinsic = True
 
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        return cls.check_parts(plan.agent, plan.intrinsic_cls)
+
     @staticmethod
-    def check_parts(model, agent: DQNConfig, intrinsic: type | None) -> str | None:
-        """Why this agent cannot go with these parts (None if it can); used by validate and __init__.
+    def check_parts(agent: DQNConfig, intrinsic: type | None) -> str | None:
+        """Why this agent cannot go with this bonus (None if it can); used by refuse and __init__.
         ``intrinsic``: the intrinsic module's class (None or NoIntrinsic: no bonus).
 
         One head with n-step targets would sum n env rewards but only step t's bonus, and bootstrap at the
@@ -107,7 +111,7 @@ class DQN(Agent):
         self.cfg, self.device = cfg, torch.device(device)
         object.__setattr__(self, "model", model)  # not a submodule: the model checkpoints itself (as in SAC)
         self.intrinsic = intrinsic  # wm.intrinsic module or None
-        problem = self.check_parts(getattr(model, "cfg", None), cfg, type(intrinsic) if intrinsic else None)
+        problem = self.check_parts(cfg, type(intrinsic) if intrinsic else None)
         if problem:
             raise ValueError(problem)
         self.n_actions = int(act_space.n)

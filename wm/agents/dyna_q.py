@@ -173,9 +173,13 @@ class DynaQAgent(Agent):
                     "agent=dyna_q learns from every real step; update.every and update.updates must be 1 "
                     f"(got {self.update.every}, {self.update.updates})")
 
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        return cls.check_spaces(*plan.spaces)
+
     @staticmethod
     def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> str | None:
-        """Why agent=dyna_q cannot run on these spaces (None if it can); used by validate and __init__."""
+        """Why agent=dyna_q cannot run on these spaces (None if it can); used by refuse and __init__."""
         if not isinstance(obs_space, gym.spaces.Discrete):
             return ("agent=dyna_q is tabular and needs discrete observations (a grid env: env=dyna_maze, "
                     f"blocking_maze, shortcut_maze, gridworld); got {type(obs_space).__name__}{obs_space.shape}. "

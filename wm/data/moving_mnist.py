@@ -213,6 +213,9 @@ class MovingMNIST:
         step_length: float = param(0.1, gt=0, le=1)
 
         def check(self) -> None:
+            box = 28  # both digit sources are drawn in a 28x28 box
+            if self.size < box:
+                raise ValueError(f"size: must be >= {box}, the digits' box (got {self.size})")
             if self.digits == "mnist_idx" and not self.mnist_dir:
                 raise ValueError("mnist_dir: digits=mnist_idx needs env.mnist_dir=<folder with the idx files>")
             # files are checked here, so a bad path or file stops the run before it starts (one line)

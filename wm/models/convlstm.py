@@ -123,6 +123,14 @@ class ConvLSTM(nn.Module):
     datasets = ("moving_mnist", "cartpole_pixels_random")
 
     @classmethod
+    def refuse(cls, plan) -> str | None:
+        problem = cls.check_dataset(plan.env_cls)
+        size = getattr(plan.env, "size", None)
+        if problem is None and size is not None and size % plan.model.patch:
+            problem = f"model.patch={plan.model.patch} must divide the frame size env.size={size}"
+        return problem
+
+    @classmethod
     def check_dataset(cls, env_cls: type) -> str | None:
         """None if the dataset class yields video batches (train_batch / test_batches), else a one-line reason
         (for wm.validate)."""

@@ -217,9 +217,13 @@ class DynaModel(WorldModel):
         warmup: int = param(500, ge=0)  # model updates before imagined transitions are used
         update: Schedule = field(default_factory=Schedule)
 
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        return cls.check_spaces(*plan.spaces) or cls.check_parts(plan.model, plan.agent)
+
     @staticmethod
     def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> str | None:
-        """Why model=dyna cannot run on these spaces (None if it can); used by validate and __init__."""
+        """Why model=dyna cannot run on these spaces (None if it can); used by refuse and __init__."""
         if not isinstance(act_space, gym.spaces.Discrete):
             return f"model=dyna needs discrete actions (got {type(act_space).__name__})"
         flat = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
@@ -228,8 +232,8 @@ class DynaModel(WorldModel):
         return None
 
     @staticmethod
-    def check_parts(model: DynaModel.Config, agent: Any, intrinsic: type | None) -> str | None:
-        """Why this model cannot go with this agent (None if it can); used by validate.
+    def check_parts(model: DynaModel.Config, agent: Any) -> str | None:
+        """Why this model cannot go with this agent (None if it can).
 
         Imagined transitions are one-step (no n-step return can be imagined from a single model step), so
         an agent with n-step targets would meet them without their fields: refused while any are mixed in."""

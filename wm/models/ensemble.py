@@ -173,11 +173,24 @@ class MBPO(WorldModel):
     loop = "online"
     Config = MBPOConfig
 
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        return cls.check_spaces(*plan.spaces)
+
+    @staticmethod
+    def check_spaces(obs_space: gym.Space, act_space: gym.Space) -> str | None:
+        """The ensemble models flat vectors: pixel observations (CarRacing) would need an encoder first."""
+        if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
+                and isinstance(act_space, gym.spaces.Box)):
+            return (f"model=mbpo needs vector observations and continuous actions "
+                    f"(got {type(obs_space).__name__}{obs_space.shape}, {type(act_space).__name__})")
+        return None
+
     def __init__(self, cfg: MBPOConfig, obs_space: gym.Space, act_space: gym.Space,
                  device: torch.device | str = "cpu"):
         super().__init__()
-        if not (isinstance(obs_space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)):
-            raise TypeError("model=mbpo needs vector (Box) observations and continuous (Box) actions")
+        if problem := self.check_spaces(obs_space, act_space):
+            raise TypeError(problem)
         self.cfg, self.device = cfg, torch.device(device)
         self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         n_in, n_out = self.obs_dim + self.act_dim, self.obs_dim + 1

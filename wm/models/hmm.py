@@ -405,6 +405,10 @@ class HMMWorldModel(WorldModel):
     datasets = ("casino",)  # the env options this model can be trained on (for validation)
 
     @classmethod
+    def refuse(cls, plan) -> str | None:
+        return cls.check_dataset(plan.env_cls)
+
+    @classmethod
     def check_dataset(cls, env_cls: type) -> str | None:
         """None if the dataset class fits this model, else a one-line reason (for wm.validate)."""
         if env_cls.__module__ + "." + env_cls.__qualname__ == "wm.data.casino.Casino":

@@ -84,9 +84,9 @@ class StagesConfig:
     """Take a stage's product from an earlier run dir instead of making it (its env steps are then not spent
     here). ``mdnrnn_from`` also takes that run's VAE unless ``vae_from`` is set."""
 
-    rollouts_from: Optional[str] = param(None, free="a run dir, checked by check_stages")
-    vae_from: Optional[str] = param(None, free="a run dir, checked by check_stages")
-    mdnrnn_from: Optional[str] = param(None, free="a run dir, checked by check_stages")
+    rollouts_from: Optional[str] = param(None, free="a run dir, checked by refuse")
+    vae_from: Optional[str] = param(None, free="a run dir, checked by refuse")
+    mdnrnn_from: Optional[str] = param(None, free="a run dir, checked by refuse")
 
 
 @dataclass
@@ -222,6 +222,10 @@ class VAERNN(WorldModel):
         if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)):
             return f"model=vae_rnn takes Box or Discrete actions, got {act_space}"
         return None
+
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        return cls.check_spaces(*plan.spaces) or cls.check_stages(plan.model)
 
     @classmethod
     def check_stages(cls, cfg: VAERNNConfig) -> str | None:
