@@ -60,7 +60,7 @@ def test_dreamer_with_a_huge_learning_rate_stops_in_one_line(run_dir):
 
 
 def test_supervised_model_whose_loss_blows_up_stops_in_one_line(run_dir):
-    small = ["env.test_size=4", "model.eval_batch=4", "model.strip_sequences=1", "model.batch_size=2",
+    small = ["data.test_size=4", "model.eval_batch=4", "model.strip_sequences=1", "model.batch_size=2",
              "model.hidden=[8]", "model.ss_steps=2", "eval.every=4", "log_every=1", "device=cpu"]
     proc = train(run_dir, "experiment=convlstm_moving_mnist", "total_steps=4", *small, "model.lr=1e30")
     assert proc.returncode == 1

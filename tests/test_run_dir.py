@@ -22,11 +22,14 @@ def test_tiny_run_writes_the_run_contract(run_dir):
 
     s = summary(run_dir)
     assert s["status"] == "completed" and s["steps"] == 600 and s["wall_seconds"] > 0
+    assert s["steps_unit"] == "env steps"  # what `steps` and total_steps count in this loop
     assert s["eval/return_mean"] == evals[-1]["eval/return_mean"]
     assert (run_dir / "checkpoints" / "latest.pt").exists()
     assert not list((run_dir / "checkpoints").glob(".*tmp"))  # atomic writes leave no temp files
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["seed"] == 0 and config["agent"]["name"] == "dqn" and config["total_steps"] == 600
+    assert "data" not in config  # an online run reads no dataset: the group stays out of its config
+    assert (run_dir / "config.yaml").read_text().startswith("# total_steps counts env steps\n")
     videos = sorted((run_dir / "videos").glob("eval_*.mp4"))
     assert [v.name for v in videos] == ["eval_00000300.mp4", "eval_00000600.mp4"]
     assert all(v.stat().st_size > 1000 for v in videos)

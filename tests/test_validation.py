@@ -29,14 +29,17 @@ CASES = [
     (["resume=true"], "resume=true but"),
     (["model=none", "agent=dqn", "env.id=Pendulum-v1"], "agent=dqn takes discrete actions but Pendulum-v1 has continuous actions"),
     (["seed=1,2"], "a sweep needs --multirun"),
-    (["model=hmm", "env=tracking", "agent=none"], "env=tracking model=hmm agent=none: model=hmm needs"),
-    (["model=hmm", "env=casino"], "takes no agent; use agent=none"),
+    (["model=hmm", "data=tracking", "agent=none"], "data=tracking model=hmm agent=none: model=hmm needs"),
+    (["model=hmm", "data=casino"], "takes no agent; use agent=none"),
+    (["model=hmm", "agent=none"], "model=hmm learns from a dataset; valid data: cartpole_pixels_random, casino"),
+    (["data=casino"], "data=casino feeds supervised models (convlstm, hmm, kalman); model=rssm learns in an env"),
+    (["env=none"], "model=rssm learns in an environment; valid env: "),
 ]
 CASES += [  # combinations a part refuses (its `refuse` hook), found before anything is built
     (["agent.actor_grad=dynamics"], "agent.actor_grad=dynamics needs continuous actions"),
     (["env=carracing", "model=mbpo", "agent=sac", "model.termination=never"], "model=mbpo needs vector observations"),
-    (["env=moving_mnist", "model=convlstm", "agent=none", "model.patch=3"], "model.patch=3 must divide the frame"),
-    (["env=moving_mnist", "model=convlstm", "agent=none", "env.size=16"], "env.size: must be >= 28"),
+    (["data=moving_mnist", "model=convlstm", "agent=none", "model.patch=3"], "model.patch=3 must divide the frame"),
+    (["data=moving_mnist", "model=convlstm", "agent=none", "data.size=16"], "data.size: must be >= 28"),
     (["experiment=dyna_cartpole", "agent.n_step=3"], "imagined transitions are one-step"),
 ]
 CASES.append((["agent=actor_critic", "model=none"], "agent=actor_critic acts through a learned world model"))

@@ -42,6 +42,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
+    # the config that shaped the run: without the group its loop does not read (env or data)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("env" if plan.loop == "supervised" else "data", None)
     state = None
     if plan.run.resume:
         try:  # a damaged latest checkpoint falls back to the previous one; refuse when none is good
@@ -53,14 +56,13 @@ def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
             f.truncate(state["metrics_offset"])
         log.info("resuming %s from step %d", run_dir, state["step"])
     else:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "config.yaml").write_text(f"# total_steps counts {plan.unit}\n" + OmegaConf.to_yaml(config))
     checkpoint.seed_everything(plan.run.seed)
-
-    config = OmegaConf.to_container(cfg, resolve=True)
     if plan.logger.wandb:  # W&B tags: the configured ones plus this job's overrides (seed, swept values)
         plan.logger.tags += [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.")][:20]
     logger = Logger(run_dir, plan.logger, config, resume=state is not None,
                     start_time=state["elapsed"] if state else 0.0, name=run_dir.name)
+    logger.constants["steps_unit"] = plan.unit
     loop = None
     status, exit_code = "failed", 0
     try:
@@ -113,7 +115,7 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
                                device=plan.device, **extra)
         return OnlineLoop(settings, plan.env, agent, model, logger, plan.device, progress=progress)
     if plan.loop == "supervised":
-        data = plan.env_cls(plan.env, seed=r.seed)
+        data = plan.data_cls(plan.data, seed=r.seed)
         model = plan.model_cls(plan.model, data=data, device=plan.device)
         return SupervisedLoop(settings, data, model, logger, progress=progress)
     if plan.loop == "evolution":  # World Models: staged rollouts -> V -> M -> CMA-ES controller

@@ -57,7 +57,8 @@ class RunConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
 
 
-GROUPS = ("env", "model", "agent", "device", "logger", "intrinsic")
+GROUPS = ("env", "data", "model", "agent", "device", "logger", "intrinsic")
+UNITS = {"online": "env steps", "evolution": "env steps", "supervised": "train steps (optimizer or EM)"}
 
 
 @dataclass
@@ -67,8 +68,8 @@ class Plan:
     in this set-up (one line, shown after the env/model/agent names), or None."""
 
     run: RunConfig
-    env: Any  # EnvConfig for interactive envs, a dataset Config for supervised models
-    env_cls: type
+    env: Optional[EnvConfig]  # the online and evolution loops' environment (None for supervised runs)
+    env_cls: Optional[type]
     model_cls: Optional[type]
     model: Any
     agent_cls: Optional[type]
@@ -79,6 +80,13 @@ class Plan:
     spaces: Optional[tuple[gym.Space, gym.Space]] = None
     intrinsic_cls: Optional[type] = None  # built only for agents with `takes_intrinsic`
     intrinsic: Any = None
+    data_cls: Optional[type] = None  # the supervised loop's dataset
+    data: Any = None
+
+    @property
+    def unit(self) -> str:
+        """What ``total_steps`` counts in this run's loop."""
+        return UNITS[self.loop]
 
 
 def options(group: str) -> list[str]:
@@ -103,6 +111,12 @@ def agents_for(kind: str) -> list[str]:
     return found
 
 
+def supervised_models() -> list[str]:
+    """Model options trained by the supervised loop (for error messages)."""
+    return [m for m in options("model") if getattr(target_class(
+        OmegaConf.load(CONF_DIR / "model" / f"{m}.yaml"), "model"), "loop", "online") == "supervised"]
+
+
 def evolvers() -> list[str]:
     """Agent options trained by the evolution loop (for error messages)."""
     return [a for a in options("agent") if getattr(target_class(
@@ -117,21 +131,30 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     logger = typed(LoggerConfig, cfg.logger, "logger")
 
     env_cls = target_class(cfg.env, "env")
+    data_cls = target_class(cfg.data, "data") if "data" in cfg else None
     model_cls = target_class(cfg.model, "model")
     agent_cls = target_class(cfg.agent, "agent")
-    env = typed(env_cls, cfg.env, "env")
+    loop = getattr(model_cls, "loop", "online")
+    # a supervised run ignores the env group (the default run's env=cartpole stays out of its way)
+    env = typed(env_cls, cfg.env, "env") if env_cls and loop != "supervised" else None
+    env_cls = env_cls if env is not None else None
+    data = typed(data_cls, cfg.data, "data") if data_cls else None
     model = typed(model_cls, cfg.model, "model") if model_cls else None
     agent = typed(agent_cls, cfg.agent, "agent") if agent_cls else None
     intrinsic_cls = target_class(cfg.intrinsic, "intrinsic") if "intrinsic" in cfg else None
     intrinsic = typed(intrinsic_cls, cfg.intrinsic, "intrinsic") if intrinsic_cls else None
-    loop = getattr(model_cls, "loop", "online")
-    names = f"env={_choice(cfg, 'env')} model={_choice(cfg, 'model')} agent={_choice(cfg, 'agent')}"
+    source = f"data={_choice(cfg, 'data')}" if loop == "supervised" else f"env={_choice(cfg, 'env')}"
+    names = f"{source} model={_choice(cfg, 'model')} agent={_choice(cfg, 'agent')}"
 
     spaces = None
     if loop in ("online", "evolution"):
-        if not isinstance(env, EnvConfig):
-            raise ConfigError(f"{names}: env={_choice(cfg, 'env')} is a dataset, not an environment; "
-                              f"it goes with a supervised model (model=convlstm, hmm or kalman, agent=none)")
+        if data_cls is not None:
+            raise ConfigError(f"{names}: data={_choice(cfg, 'data')} feeds supervised models "
+                              f"({', '.join(supervised_models())}); model={_choice(cfg, 'model')} learns "
+                              f"in an env: use data=none")
+        if env is None:
+            raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns in an environment; valid env: "
+                              f"{', '.join(o for o in options('env') if o != 'none')}")
         if loop == "evolution" and getattr(agent_cls, "loop", "online") != "evolution":
             raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the evolution loop; "
                               f"valid: agent={' or agent='.join(evolvers())}")
@@ -165,14 +188,12 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     elif agent_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")
-    elif loop == "supervised" and isinstance(env, EnvConfig):
-        datasets = [n for n in options("env")
-                    if OmegaConf.load(CONF_DIR / "env" / f"{n}.yaml").get("_target_") != "wm.envs.factory.EnvConfig"]
-        raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns from a dataset, not an environment; "
-                          f"valid env: {', '.join(datasets)}")
+    elif data_cls is None:
+        raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns from a dataset; valid data: "
+                          f"{', '.join(o for o in options('data') if o != 'none')}")
     plan = Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces,
-                intrinsic_cls, intrinsic)
-    for cls in (env_cls, model_cls, agent_cls, intrinsic_cls):
+                intrinsic_cls, intrinsic, data_cls, data)
+    for cls in (env_cls, data_cls, model_cls, agent_cls, intrinsic_cls):
         # the one hook for what a part cannot work with: spaces (a tabular agent on vectors), other parts
         # (Dyna with n-step targets), a dataset (an HMM on tracking data), files (stage products)
         problem = cls.refuse(plan) if hasattr(cls, "refuse") else None
@@ -190,7 +211,7 @@ def _check_resume(cfg: DictConfig, run_dir: Path) -> None:
                           f"pass hydra.run.dir=<an earlier run dir> with the same overrides")
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     now = OmegaConf.to_container(cfg, resolve=True)
-    keys = ("seed", "env", "model", "agent", "intrinsic", "replay")
+    keys = ("seed", "env", "data", "model", "agent", "intrinsic", "replay")
     changed = [k for k in keys if k in saved and saved[k] != now.get(k)]
     if changed:
         raise ConfigError(f"resume=true with different {', '.join(changed)} than the run in {run_dir} was started "

@@ -1,4 +1,4 @@
-"""env=casino / env=tracking datasets and the CartPole Kalman bridge."""
+"""data=casino / data=tracking datasets and the CartPole Kalman bridge."""
 
 import numpy as np
 import pytest

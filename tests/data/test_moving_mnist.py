@@ -76,12 +76,12 @@ def test_dataset_batches_depend_on_seed_and_step_test_set_only_on_test_seed():
 def test_config_rejects_bad_values():
     from wm.config import check_tree
 
-    with pytest.raises(ValueError, match="env.digits: must be one of sklearn, mnist_idx"):
-        check_tree(MovingMNIST.Config(digits="emnist"), "env")
-    with pytest.raises(ValueError, match="env.mnist_dir"):
-        check_tree(MovingMNIST.Config(digits="mnist_idx"), "env")
-    with pytest.raises(ValueError, match="env.horizon: must be > 0"):
-        check_tree(MovingMNIST.Config(horizon=0), "env")
+    with pytest.raises(ValueError, match="data.digits: must be one of sklearn, mnist_idx"):
+        check_tree(MovingMNIST.Config(digits="emnist"), "data")
+    with pytest.raises(ValueError, match="data.mnist_dir"):
+        check_tree(MovingMNIST.Config(digits="mnist_idx"), "data")
+    with pytest.raises(ValueError, match="data.horizon: must be > 0"):
+        check_tree(MovingMNIST.Config(horizon=0), "data")
 
 
 def test_load_test_seq_reads_the_standard_layout(tmp_path):
@@ -148,5 +148,5 @@ def test_idx_loader_rejects_bad_files(tmp_path):
         load_idx_images(tmp_path / "bad.gz")
     with pytest.raises(ValueError, match="mnist_dir: MNIST train images not found in"):
         MovingMNIST(MovingMNIST.Config(digits="mnist_idx", mnist_dir=str(tmp_path)), seed=0)
-    with pytest.raises(ValueError, match="mnist_dir: env.mnist_dir is not a directory"):
+    with pytest.raises(ValueError, match="mnist_dir: data.mnist_dir is not a directory"):
         MovingMNIST(MovingMNIST.Config(digits="mnist_idx", mnist_dir=str(tmp_path / "nodir")), seed=0)

@@ -182,7 +182,7 @@ def test_residual_mode_starts_as_copy_last():
 def test_train_py_runs_the_moving_mnist_preset_and_resumes(tmp_path):
     from tests.conftest import metrics, summary, train
 
-    small = ["env.test_size=4", "model.eval_batch=4", "model.strip_sequences=1", "model.batch_size=2",
+    small = ["data.test_size=4", "model.eval_batch=4", "model.strip_sequences=1", "model.batch_size=2",
              "model.hidden=[8]", "model.ss_steps=2", "model.lr_decay_steps=3", "eval.every=2", "checkpoint.every=2", "log_every=1",
              "device=cpu"]
     run = tmp_path / "run"
@@ -202,10 +202,10 @@ def test_train_py_rejects_a_missing_test_file(tmp_path):
     from tests.conftest import train
 
     run = tmp_path / "run"
-    proc = train(run, "experiment=convlstm_moving_mnist", "env.test_file=/no/such/mnist_test_seq.npy")
+    proc = train(run, "experiment=convlstm_moving_mnist", "data.test_file=/no/such/mnist_test_seq.npy")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: env.test_file: Moving MNIST test file not found: /no/such/mnist_test_seq.npy")
+        "error: data.test_file: Moving MNIST test file not found: /no/such/mnist_test_seq.npy")
     assert not run.exists()
 
 
@@ -215,4 +215,4 @@ def test_check_dataset_names_the_video_datasets():
     from wm.data.pixel_rollouts import PixelRollouts
 
     assert ConvLSTM.check_dataset(MovingMNIST) is None and ConvLSTM.check_dataset(PixelRollouts) is None
-    assert "valid env: moving_mnist, cartpole_pixels_random" in ConvLSTM.check_dataset(Casino)
+    assert "valid data: moving_mnist, cartpole_pixels_random" in ConvLSTM.check_dataset(Casino)

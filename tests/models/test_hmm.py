@@ -214,13 +214,15 @@ def test_world_model_steps_evaluates_and_plots(tmp_path):
 def test_train_py_runs_hmm_casino_and_resumes(tmp_path):
     from tests.conftest import summary, train
 
-    small = ["env.n_train=5", "env.train_length=200", "env.n_test=2", "env.test_length=200", "eval.every=2",
+    small = ["data.n_train=5", "data.train_length=200", "data.n_test=2", "data.test_length=200", "eval.every=2",
              "checkpoint.every=2", "log_every=2", "device=cpu"]
     run = tmp_path / "run"
     proc = train(run, "experiment=hmm_casino", "total_steps=4", *small)
     assert proc.returncode == 0, proc.stderr[-2000:]
     s = summary(run)
-    assert s["status"] == "completed" and s["steps"] == 4
+    assert s["status"] == "completed" and s["steps"] == 4 and s["steps_unit"] == "train steps (optimizer or EM)"
+    config = (run / "config.yaml").read_text()
+    assert config.startswith("# total_steps counts train steps") and "\nenv:" not in config and "\ndata:" in config
     for key in ("eval/loglik", "eval/loglik_true", "eval/state_accuracy"):
         assert isinstance(s[key], float)
     assert (run / "hmm_states.png").stat().st_size > 0
@@ -234,5 +236,5 @@ def test_models_name_the_datasets_they_fit():
     from wm.models.kalman import KalmanWorldModel
 
     assert HMMWorldModel.check_dataset(Casino) is None and KalmanWorldModel.check_dataset(Tracking) is None
-    assert "valid env: casino" in HMMWorldModel.check_dataset(Tracking)
-    assert "valid env: tracking" in KalmanWorldModel.check_dataset(Casino)
+    assert "valid data: casino" in HMMWorldModel.check_dataset(Tracking)
+    assert "valid data: tracking" in KalmanWorldModel.check_dataset(Casino)

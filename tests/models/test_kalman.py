@@ -196,8 +196,8 @@ def test_train_py_runs_kalman_tracking(tmp_path):
     from tests.conftest import summary, train
 
     run = tmp_path / "run"
-    proc = train(run, "experiment=kalman_tracking", "total_steps=3", "eval.every=3", "env.n_train=4",
-                 "env.train_length=60", "env.n_test=2", "env.test_length=60", "device=cpu")
+    proc = train(run, "experiment=kalman_tracking", "total_steps=3", "eval.every=3", "data.n_train=4",
+                 "data.train_length=60", "data.n_test=2", "data.test_length=60", "device=cpu")
     assert proc.returncode == 0, proc.stderr[-2000:]
     s = summary(run)
     assert s["status"] == "completed" and s["steps"] == 3

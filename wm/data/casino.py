@@ -1,4 +1,4 @@
-"""env=casino: the dishonest casino of Durbin et al. (Biological Sequence Analysis, 1998, ch. 3).
+"""data=casino: the dishonest casino of Durbin et al. (Biological Sequence Analysis, 1998, ch. 3).
 
 A casino switches between a fair die and a loaded one (a six half of the time) as a hidden Markov
 chain (fair -> loaded 0.05, loaded -> fair 0.1 per roll). The dataset draws training and held-out
@@ -44,7 +44,7 @@ class Casino:
     state_names = ("fair", "loaded")
 
     def __init__(self, cfg: Casino.Config, seed: int = 0):
-        check_tree(cfg, "env")  # also when built directly, not through typed()
+        check_tree(cfg, "data")  # also when built directly, not through typed()
         self.cfg, self.seed = cfg, seed
         self.true_model = casino_hmm(cfg.p_fair_to_loaded, cfg.p_loaded_to_fair, cfg.loaded_six)
         g = torch.Generator().manual_seed(seed)

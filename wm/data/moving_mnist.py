@@ -111,7 +111,7 @@ def mnist_idx_digits(mnist_dir: str | os.PathLike, split: str) -> np.ndarray:
     stem = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
     d = Path(mnist_dir)
     if not d.is_dir():
-        raise DataFileError(f"env.mnist_dir is not a directory: {d}")
+        raise DataFileError(f"data.mnist_dir is not a directory: {d}")
     for name in (stem, stem + ".gz", stem.replace("-idx3", ".idx3"), stem.replace("-idx3", ".idx3") + ".gz"):
         if (d / name).is_file():
             return load_idx_images(d / name)
@@ -195,7 +195,7 @@ def generate(
 
 # ----------------------------------------------------------------------------------------------- dataset
 class MovingMNIST:
-    """env=moving_mnist: the dataset a supervised model owns (built as ``build(cfg.env, seed=cfg.seed)``)."""
+    """data=moving_mnist: the dataset a supervised model owns (built as ``build(cfg.data, seed=cfg.seed)``)."""
 
     @dataclass
     class Config:
@@ -217,7 +217,7 @@ class MovingMNIST:
             if self.size < box:
                 raise ValueError(f"size: must be >= {box}, the digits' box (got {self.size})")
             if self.digits == "mnist_idx" and not self.mnist_dir:
-                raise ValueError("mnist_dir: digits=mnist_idx needs env.mnist_dir=<folder with the idx files>")
+                raise ValueError("mnist_dir: digits=mnist_idx needs data.mnist_dir=<folder with the idx files>")
             # files are checked here, so a bad path or file stops the run before it starts (one line)
             if self.test_file:
                 try:
@@ -235,7 +235,7 @@ class MovingMNIST:
     action_dim = 0
 
     def __init__(self, cfg: MovingMNIST.Config, seed: int = 0):
-        check_tree(cfg, "env")  # also when built directly, not through typed()
+        check_tree(cfg, "data")  # also when built directly, not through typed()
         self.cfg = cfg
         self.seed = int(seed)
         self.context, self.horizon, self.size = cfg.context, cfg.horizon, cfg.size

@@ -73,7 +73,7 @@ class PixelRollouts:
     def __init__(self, cfg: PixelRollouts.Config, seed: int = 0):
         from wm.envs.factory import EnvConfig, make_env
 
-        check_tree(cfg, "env")  # also when built directly, not through typed()
+        check_tree(cfg, "data")  # also when built directly, not through typed()
         self.cfg, self.seed = cfg, int(seed)
         self.context, self.horizon, self.size = cfg.context, cfg.horizon, cfg.size
         self.seq_len = cfg.context + cfg.horizon

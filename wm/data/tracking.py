@@ -1,4 +1,4 @@
-"""env=tracking: a 2-D constant-velocity target seen through noisy, sometimes missing, position fixes.
+"""data=tracking: a 2-D constant-velocity target seen through noisy, sometimes missing, position fixes.
 
 State x = (px, py, vx, vy); white-noise acceleration of spectral density `q` (the discretised Q of
 Bar-Shalom et al.), position measurements with standard deviation `r`, and each measurement lost with
@@ -45,7 +45,7 @@ class Tracking:
         test_length: int = param(200, gt=0)
 
     def __init__(self, cfg: Tracking.Config, seed: int = 0):
-        check_tree(cfg, "env")  # also when built directly, not through typed()
+        check_tree(cfg, "data")  # also when built directly, not through typed()
         self.cfg, self.seed = cfg, seed
         self.true_model = constant_velocity_model(cfg.dt, cfg.q, cfg.r, cfg.speed)
         g = torch.Generator().manual_seed(seed)

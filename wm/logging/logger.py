@@ -67,6 +67,7 @@ class Logger:
         self.summary_path = self.run_dir / "summary.json"
         self.t0 = time.time() - start_time  # time keeps counting across resumes
         self.last: dict[str, Any] = {}
+        self.constants: dict[str, Any] = {}  # written into every summary (e.g. what `steps` counts)
         self._file = open(self.metrics_path, "a" if resume else "w")
         self.wandb = self._init_wandb(config, name, resume) if cfg.wandb else None
 
@@ -97,7 +98,7 @@ class Logger:
             self._wandb_call("log", {key: media, "env_step": step})
 
     def summary(self, status: str, steps: int, extra: dict[str, Any] | None = None) -> None:
-        data = {"status": status, "steps": int(steps), "wall_seconds": round(self.elapsed(), 3)}
+        data = {"status": status, "steps": int(steps), **self.constants, "wall_seconds": round(self.elapsed(), 3)}
         data.update({k: v for k, v in self.last.items() if not isinstance(v, str)})
         data.update(extra or {})
         write_json(self.summary_path, data)

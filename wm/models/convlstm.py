@@ -124,10 +124,10 @@ class ConvLSTM(nn.Module):
 
     @classmethod
     def refuse(cls, plan) -> str | None:
-        problem = cls.check_dataset(plan.env_cls)
-        size = getattr(plan.env, "size", None)
+        problem = cls.check_dataset(plan.data_cls)
+        size = getattr(plan.data, "size", None)
         if problem is None and size is not None and size % plan.model.patch:
-            problem = f"model.patch={plan.model.patch} must divide the frame size env.size={size}"
+            problem = f"model.patch={plan.model.patch} must divide the frame size data.size={size}"
         return problem
 
     @classmethod
@@ -136,7 +136,7 @@ class ConvLSTM(nn.Module):
         (for wm.validate)."""
         if all(hasattr(env_cls, k) for k in ("train_batch", "test_batches")):
             return None
-        return f"model=convlstm predicts video frames; valid env: {', '.join(cls.datasets)}"
+        return f"model=convlstm predicts video frames; valid data: {', '.join(cls.datasets)}"
 
     @dataclass
     class Config:

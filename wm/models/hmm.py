@@ -19,7 +19,7 @@ the same step underflows to zero; the likelihood is then exact unless *every* st
 step underflows (an observation ~38 sigma from all reachable states), which gives -inf.
 
 `HMMWorldModel` at the bottom is the `model=hmm` part of the supervised loop (one EM iteration per
-train step on the `env=casino` dataset).
+train step on the `data=casino` dataset).
 """
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ def load_em_state(model, inner, state) -> None:
 
 # ---- --------------------------------------------------------------
 class HMMWorldModel(WorldModel):
-    """Baum-Welch on the dataset of `env=casino`: one EM iteration per train step.
+    """Baum-Welch on the dataset of `data=casino`: one EM iteration per train step.
 
     The dataset provides `true_model` (an HMM), `train_obs`, `train_lengths`, `test_obs`, `test_lengths`,
     `test_states`. EM starts from the true model perturbed by `perturb` (seeded).
@@ -406,14 +406,14 @@ class HMMWorldModel(WorldModel):
 
     @classmethod
     def refuse(cls, plan) -> str | None:
-        return cls.check_dataset(plan.env_cls)
+        return cls.check_dataset(plan.data_cls)
 
     @classmethod
     def check_dataset(cls, env_cls: type) -> str | None:
         """None if the dataset class fits this model, else a one-line reason (for wm.validate)."""
         if env_cls.__module__ + "." + env_cls.__qualname__ == "wm.data.casino.Casino":
             return None
-        return f"model={cls.Config.name} needs a dataset with a true model; valid env: {', '.join(cls.datasets)}"
+        return f"model={cls.Config.name} needs a dataset with a true model; valid data: {', '.join(cls.datasets)}"
 
     @dataclass
     class Config:
@@ -429,7 +429,7 @@ class HMMWorldModel(WorldModel):
     def __init__(self, cfg: HMMWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
         if not isinstance(getattr(data, "true_model", None), _HMM):
-            raise TypeError("model=hmm needs an HMM dataset (env=casino)")
+            raise TypeError("model=hmm needs an HMM dataset (data=casino)")
         self.cfg, self.data, self.device_ = cfg, data, torch.device(device)
         g = torch.Generator().manual_seed(int(getattr(data, "seed", 0)) + cfg.init_seed)
         truth = data.true_model

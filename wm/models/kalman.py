@@ -13,7 +13,7 @@ only over time (the batch is vectorised). Everything is float64 by default and d
 `ExtendedKalmanFilter` takes nonlinear `f(x, u)` / `h(x)` (batched torch functions) and linearises them
 with autograd Jacobians at each step (EKF + extended RTS smoother).
 
-`KalmanWorldModel` at the bottom is the `model=kalman` part of the supervised loop (`env=tracking`).
+`KalmanWorldModel` at the bottom is the `model=kalman` part of the supervised loop (`data=tracking`).
 """
 
 from __future__ import annotations
@@ -368,7 +368,7 @@ def best_rmse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None
 
 # ---- model=kalman: the supervised-loop part ------------------------------------------------------------
 class KalmanWorldModel(WorldModel):
-    """EM for a linear-Gaussian model on the dataset of `env=tracking`: one EM iteration per train step.
+    """EM for a linear-Gaussian model on the dataset of `data=tracking`: one EM iteration per train step.
 
     The dataset provides `true_model` (a KalmanFilter), `train_obs`, `test_obs` ((N, T, m), NaN = missing),
     `test_states`, optionally `train_u`/`test_u`. EM starts from the true parameters perturbed by
@@ -380,14 +380,14 @@ class KalmanWorldModel(WorldModel):
 
     @classmethod
     def refuse(cls, plan) -> str | None:
-        return cls.check_dataset(plan.env_cls)
+        return cls.check_dataset(plan.data_cls)
 
     @classmethod
     def check_dataset(cls, env_cls: type) -> str | None:
         """None if the dataset class fits this model, else a one-line reason (for wm.validate)."""
         if env_cls.__module__ + "." + env_cls.__qualname__ == "wm.data.tracking.Tracking":
             return None
-        return f"model={cls.Config.name} needs a dataset with a true model; valid env: {', '.join(cls.datasets)}"
+        return f"model={cls.Config.name} needs a dataset with a true model; valid data: {', '.join(cls.datasets)}"
 
     @dataclass
     class Config:
@@ -406,7 +406,7 @@ class KalmanWorldModel(WorldModel):
     def __init__(self, cfg: KalmanWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
         if not isinstance(getattr(data, "true_model", None), KalmanFilter):
-            raise TypeError("model=kalman needs a linear-Gaussian dataset (env=tracking)")
+            raise TypeError("model=kalman needs a linear-Gaussian dataset (data=tracking)")
         check_tree(cfg, "model")  # also when built directly, not through typed()
         self.cfg, self.data, self.device_ = cfg, data, torch.device(device)
         g = torch.Generator().manual_seed(int(getattr(data, "seed", 0)) + cfg.init_seed)
