@@ -128,10 +128,10 @@ def main() -> None:
         "budget": {
             "total_steps": conf.total_steps, "batch_size": conf.model.batch_size,
             "train_sequences": conf.total_steps * conf.model.batch_size,
-            "context": conf.env.context, "horizon": conf.env.horizon,
+            "context": conf.data.context, "horizon": conf.data.horizon,
             "model": OmegaConf.to_container(conf.model), "device": OmegaConf.to_container(conf.device),
         },
-        "data": OmegaConf.to_container(conf.env),
+        "data": OmegaConf.to_container(conf.data),
         "test_sequences": int(ev.get("eval/sequences", 0)),
         "status": summary["status"],
         "metrics": ev,
