@@ -35,7 +35,7 @@ test: install  ## the fast test suite
 bench: install  ## run benchmarks (BENCH=dqn for one); results go to bench/results/
 	$(PY) -m bench $(BENCH)
 
-sweep: install  ## run a named sweep from conf/sweep/ (SWEEP=sample_efficiency)
+sweep: install  ## run a named sweep from sweep/ (SWEEP=sample_efficiency)
 	$(PY) train.py sweep=$(SWEEP) $(ARGS)
 
 report: install  ## comparison report of a sweep or run dirs (RUNS=multirun/<sweep> OUT=<dir>)

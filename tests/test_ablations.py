@@ -1,11 +1,11 @@
-"""The Dreamer ablation sweep (conf/sweep/dreamer_ablation.yaml): its baseline is the DreamerV3 recipe, and
+"""The Dreamer ablation sweep (sweep/dreamer_ablation.yaml): its baseline is the DreamerV3 recipe, and
 each ablation composes to that baseline with exactly the keys its name says changed."""
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, compose_cfg
+from tests.conftest import CONF, ROOT, compose_cfg
 
 EXPECTED = {  # ablation -> the keys that differ from the baseline, with their values there
     "no_symlog": {"model.symlog_obs": False, "model.reward_head": "twohot_raw", "agent.critic_head": "twohot_raw"},
@@ -63,7 +63,7 @@ def test_each_ablation_differs_from_the_baseline_in_exactly_its_keys(name):
 def test_the_sweep_runs_the_baseline_and_every_ablation():
     files = {p.stem for p in (CONF / "ablation").glob("*.yaml")}
     assert files == set(EXPECTED) | {"dreamer_v3"}
-    sweep = OmegaConf.load(CONF / "sweep" / "dreamer_ablation.yaml")
+    sweep = OmegaConf.load(ROOT / "sweep" / "dreamer_ablation.yaml")
     listed = sweep.hydra.sweeper.params["+ablation"].split(",")
     assert sorted(listed) == sorted(files) and listed[0] == "dreamer_v3"
 
