@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, compose_cfg
-from wm.config import allowed, target_class
+from wm.config import SCHEMA_GROUPS, allowed, schema_of, target_class
 from wm.device import DeviceConfig
 from wm.errors import ConfigError
 from wm.intrinsic.latent_disagreement import latent_variant
@@ -116,3 +117,43 @@ def test_every_bad_value_of_every_key_is_one_line_naming_it(group, option, tmp_p
         message = str(e.value)
         assert "\n" not in message, message
         assert message.startswith(full), f"{full}={value!r}: {message}"
+
+
+def option_files() -> list[tuple[str, Path]]:
+    return [(group, path) for group in (*SCHEMA_GROUPS, "device", "logger")
+            for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,path", option_files(), ids=lambda x: getattr(x, "stem", x))
+def test_yaml_holds_only_what_differs_from_its_dataclass(group, path):
+    """Each default lives once, in its Config dataclass (listed first as /schema/<group>/<option>): an option's
+    yaml sets only keys its dataclass has, and only to values other than the default."""
+    node = OmegaConf.load(path)
+    schema = schema_of(group, node)
+    if schema is None:
+        return
+    assert f"/schema/{group}/{path.stem}@_here_" in node.get("defaults", [])
+    values = {k: v for k, v in OmegaConf.to_container(node).items() if k not in ("defaults", "_target_", "name")}
+    defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+
+    def unknown(v, d, key=""):  # keys the dataclass does not have (free-form dicts such as env.kwargs aside)
+        if not isinstance(v, dict) or (isinstance(d, dict) and not d and key):
+            return []
+        return [f"{key}{k}" for k in v if k not in d] + [
+            u for k in v if k in d for u in unknown(v[k], d[k], f"{key}{k}.")]
+
+    def repeated(v, d, key=""):
+        if isinstance(v, dict) and isinstance(d, dict):
+            return [r for k in v if k in d for r in repeated(v[k], d[k], f"{key}{k}.")]
+        return [key[:-1]] if v == d else []
+
+    assert not unknown(values, defaults), f"{path}: keys without a dataclass field"
+    assert not repeated(values, defaults), f"{path}: repeats its dataclass defaults"
+
+
+def test_the_run_keys_live_in_run_config():
+    node = OmegaConf.load(ROOT / "conf" / "train.yaml")
+    top = {k: v for k, v in OmegaConf.to_container(node).items() if k not in ("defaults", "hydra")}
+    defaults = OmegaConf.to_container(OmegaConf.structured(RunConfig))
+    assert "/schema/run@_here_" in node.defaults
+    assert all(v != defaults[k] for k, v in top.items()), top
