@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mlp(inp: int, out: int | None, units: int | Sequence[int], layers: int | None = None, *, norm: bool = True,
-        act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
-    """Hidden layers, then a plain Linear to ``out`` (none when ``out`` is None: the stack ends on an activation).
+def mlp(inp: int, out: int | None, units: int | Sequence[int], layers: int | None = None, *,
+        norm: bool = True, act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
+    """Hidden layers, then a plain Linear to ``out`` (with ``out`` None the stack ends on an activation).
 
     Hidden widths: ``layers`` x ``units``, or the list ``units`` itself (then ``layers`` is not given). Each
     hidden layer is Linear -> LayerNorm -> ``act`` with ``norm`` (the Linear then has no bias, the LayerNorm
