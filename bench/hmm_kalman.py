@@ -10,7 +10,7 @@ is shared; CPU time is the steadier figure). The largest relative difference of 
 recorded with each case.
 
 Fits through train.py (experiment=hmm_casino, kalman_tracking) over seeds, and the CartPole bridge
-(wm.data.cartpole_states), add the accuracy figures. Writes bench/results/hmm_kalman.json and .png.
+(wm.models.cartpole_kalman), add the accuracy figures. Writes bench/results/hmm_kalman.json and .png.
 """
 
 from __future__ import annotations
@@ -89,9 +89,10 @@ def hmm_cases(B: int, T: int, K: int, repeats: int, ref_repeats: int) -> list[di
 def kalman_case(B: int, T: int, repeats: int, ref_repeats: int) -> dict:
     from pykalman import KalmanFilter as PyKalman
 
-    from wm.data.tracking import constant_velocity_model
+    from wm.data.tracking import constant_velocity_params
+    from wm.models.kalman import KalmanFilter
 
-    truth = constant_velocity_model(dt=1.0, q=0.05, r=1.0)
+    truth = KalmanFilter(**constant_velocity_params(dt=1.0, q=0.05, r=1.0))
     _, y = truth.sample(T, torch.Generator().manual_seed(0), n=B)
     y[torch.rand(B, T, generator=torch.Generator().manual_seed(1)) < 0.1] = float("nan")
     p = {k: v.numpy() for k, v in truth.params().items()}
@@ -188,7 +189,7 @@ def main() -> None:
         "targets": {"hmm_forward": "ours <= hmmlearn (about 0.16 s for the categorical batch here)",
                     "kalman_filter": "ours >= 50x faster than pykalman (about 66 s for the batch here)"}}
     # accuracy first (not timed, so not under the lock); the file is written after each part
-    from wm.data.cartpole_states import bridge
+    from wm.models.cartpole_kalman import bridge
 
     data["cartpole_bridge"] = bridge(n_iter=args.bridge_iters)
     print("cartpole:", {k: v for k, v in data["cartpole_bridge"].items() if k != "history"}, flush=True)

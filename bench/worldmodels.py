@@ -38,7 +38,8 @@ def throughput(population: int = 16, steps: int = 400, dream_batches=(16, 256)) 
     import torch
 
     from wm.agents.cmaes import CMAES, CMAESConfig
-    from wm.envs.factory import EnvConfig, episode_seed, make_env
+    from wm.core.seeds import episode_seed
+    from wm.envs.factory import EnvConfig, make_env
     from wm.models.vae_rnn import VAERNN, VAERNNConfig
 
     torch.set_num_threads(1)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from wm.agents.cmaes import CMAES, CMAESConfig, RayConfig, es_to_tree, rebuild
-from wm.envs.factory import EnvConfig, episode_seed, make_env
+from wm.core.seeds import episode_seed
+from wm.envs.factory import EnvConfig, make_env
 from wm.errors import ConfigError
 from wm.models.vae_rnn import VAERNN, VAERNNConfig
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg, metrics, train
-from wm.agents.dqn import DQN, DQNConfig, ObsEncoder
+from wm.agents.dqn import DQN, DQNConfig
+from wm.core.nets import ObsEncoder
 from wm.errors import ConfigError
 from wm.intrinsic.rnd import RND, RNDConfig
 from wm.validate import validate

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from wm.data.cartpole_states import bridge
 from wm.data.casino import Casino
 from wm.data.tracking import Tracking
+from wm.models.cartpole_kalman import bridge
 
 
 def test_casino_is_seeded_and_shaped():
@@ -48,3 +48,19 @@ def test_cartpole_bridge_learns_the_velocities():
     for p in ("x", "theta"):
         assert fitted[p] < 1.05 * start[p]
     assert np.isfinite(r["history"]).all()
+
+
+def test_datasets_draw_what_their_true_models_draw():
+    """The data layer samples from parameters alone; the draws equal the model classes' own samplers."""
+    from wm.models.hmm import CategoricalHMM
+    from wm.models.kalman import KalmanFilter
+
+    c = Casino(Casino.Config(n_train=3, train_length=40, n_test=2, test_length=30), seed=4)
+    g = torch.Generator().manual_seed(4)
+    truth = CategoricalHMM(**c.true_params)
+    for states, obs, (n, T) in ((c.train_states, c.train_obs, (3, 40)), (c.test_states, c.test_obs, (2, 30))):
+        s, o = truth.sample(T, g, n=n)
+        assert torch.equal(s, states) and torch.equal(o, obs)
+    t = Tracking(Tracking.Config(n_train=2, train_length=25, n_test=1, test_length=10, p_missing=0.0), seed=5)
+    s, o = KalmanFilter(**t.true_params).sample(25, torch.Generator().manual_seed(5), n=2)
+    assert torch.equal(s, t.train_states) and torch.equal(o, t.train_obs)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from wm.core.stats import RunningMeanStd
 from wm.data.replay import Replay
-from wm.intrinsic.base import NoIntrinsic, RunningMeanStd
+from wm.intrinsic.base import NoIntrinsic
 from wm.intrinsic.disagreement import Disagreement, DisagreementConfig
 from wm.intrinsic.icm import ICM, ICMConfig
 from wm.intrinsic.rnd import RND, RNDConfig

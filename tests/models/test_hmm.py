@@ -152,12 +152,13 @@ def test_em_monotone_gaussian(cov):
 def test_casino_em_recovers_loaded_die():
     """10,000 rolls (50 x 200), perturbed start: the loaded die's six probabilities within 0.05."""
     data = Casino(Casino.Config(n_train=50, train_length=200, n_test=2, test_length=200), seed=0)
-    m = perturbed(data.true_model, 0.5, torch.Generator().manual_seed(0))
+    truth = CategoricalHMM(**data.true_params)
+    m = perturbed(truth, 0.5, torch.Generator().manual_seed(0))
     m.fit(data.train_obs, n_iter=500, tol=1e-4)
     assert_monotone(m.history)
-    perm = best_permutation(data.true_model.emissionprob, m.emissionprob)
+    perm = best_permutation(truth.emissionprob, m.emissionprob)
     loaded = m.emissionprob[perm[1]]
-    assert (loaded - data.true_model.emissionprob[1]).abs().max() < 0.05, loaded
+    assert (loaded - truth.emissionprob[1]).abs().max() < 0.05, loaded
 
 
 def test_gradients_match_finite_differences():
@@ -180,7 +181,7 @@ def test_gradients_match_finite_differences():
 
 def test_sample_shapes_and_frequencies():
     data = Casino(Casino.Config(n_train=1, train_length=5, n_test=1, test_length=5), seed=0)
-    states, obs = data.true_model.sample(20_000, torch.Generator().manual_seed(3))
+    states, obs = CategoricalHMM(**data.true_params).sample(20_000, torch.Generator().manual_seed(3))
     assert states.shape == obs.shape == (20_000,)
     # stationary share of the loaded die: 0.05 / (0.05 + 0.1) = 1/3
     assert abs(float(states.double().mean()) - 1 / 3) < 0.05

@@ -31,10 +31,12 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.config import param, require
+from wm.core.nets import adam, mlp
+from wm.core.schedule import Schedule
 from wm.models import dists
 from wm.models.dists import HEADS
-from wm.models.nets import mlp, zero_last
-from wm.models.rssm import RSSM, Schedule, adam
+from wm.models.nets import zero_last
+from wm.models.rssm import RSSM
 
 
 def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tensor:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from wm.agents.base import Agent
 from wm.config import param, require
-from wm.models.rssm import RSSM, Schedule
+from wm.core.schedule import Schedule
+from wm.models.rssm import RSSM
 
 
 class CEM(Agent):

@@ -41,12 +41,12 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from wm.agents.base import Agent
 from wm.config import param, require
+from wm.core.seeds import Z_NOISE, episode_seed
 from wm.data.rollouts import action_size
-from wm.envs.factory import EnvConfig, episode_seed, make_env
+from wm.envs.factory import EnvConfig, make_env
 from wm.errors import ConfigError
 
 INPUTS = ("zh", "z")
-Z_NOISE = 14  # seed stream of the eps in z = mu + sigma * eps (per episode)
 
 
 @dataclass

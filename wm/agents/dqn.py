@@ -19,43 +19,9 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.config import POSITIVE, param
+from wm.core.nets import ObsEncoder, mlp
+from wm.core.schedule import Schedule
 from wm.intrinsic.base import NoIntrinsic
-from wm.loops.schedule import Schedule
-
-
-def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
-class ObsEncoder(nn.Module):
-    """Flat float features from vector observations, or one-hot from Discrete ones (grid worlds).
-
-    ``rescale``: map each Box dimension with finite bounds linearly onto [-1, 1] (others pass unchanged), so
-    inputs of very different ranges weigh alike: MountainCar's velocity spans +-0.07, its position 1.8."""
-
-    def __init__(self, space: gym.Space, rescale: bool = False):
-        super().__init__()
-        self.n = space.n if isinstance(space, gym.spaces.Discrete) else None
-        self.dim = self.n if self.n is not None else int(np.prod(space.shape))
-        self.rescale = rescale and self.n is None
-        if self.rescale:
-            low, high = (np.asarray(b, np.float64).flatten() for b in (space.low, space.high))
-            finite = np.isfinite(low) & np.isfinite(high) & (high > low)
-            low, high = np.where(finite, low, -1.0), np.where(finite, high, 1.0)  # others: identity
-            mid, span = (high + low) / 2, (high - low) / 2
-            self.register_buffer("mid", torch.as_tensor(mid, dtype=torch.float32), persistent=False)
-            self.register_buffer("span", torch.as_tensor(span, dtype=torch.float32), persistent=False)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.n is not None:
-            return F.one_hot(obs.long(), self.n).float()
-        x = obs.float().flatten(1)
-        return (x - self.mid) / self.span if self.rescale else x
 
 
 @dataclass
@@ -117,7 +83,7 @@ class DQN(Agent):
         self.n_actions = int(act_space.n)
         self.encoder = ObsEncoder(obs_space, cfg.rescale_obs).to(self.device)
         self.two_heads = cfg.intrinsic_head and intrinsic is not None
-        self.q = mlp([self.encoder.dim, *cfg.hidden, self.n_actions * (2 if self.two_heads else 1)]).to(self.device)
+        self.q = mlp(self.encoder.dim, self.n_actions * (2 if self.two_heads else 1), cfg.hidden, norm=False, act=nn.ReLU).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optim = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
         self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG

@@ -32,7 +32,7 @@ import torch
 
 from wm.agents.base import Agent
 from wm.config import param, require
-from wm.loops.schedule import Schedule
+from wm.core.schedule import Schedule
 from wm.models.dyna import DynaModel, TabularModel
 
 

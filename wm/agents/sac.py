@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.agents.base import Agent
-from wm.agents.dqn import mlp
 from wm.config import POSITIVE, param, require
-from wm.loops.schedule import Schedule
+from wm.core.nets import mlp
+from wm.core.schedule import Schedule
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Actor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: list[int], log_std_min: float, log_std_max: float):
         super().__init__()
-        self.net = mlp([obs_dim, *hidden, 2 * act_dim])
+        self.net = mlp(obs_dim, 2 * act_dim, hidden, norm=False, act=nn.ReLU)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

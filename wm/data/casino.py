@@ -12,23 +12,24 @@ from dataclasses import dataclass
 import torch
 
 from wm.config import check_tree, param
-from wm.models.hmm import CategoricalHMM
+from wm.data.generative import DTYPE, categorical_hmm
 
 
-def casino_hmm(p_fair_to_loaded: float = 0.05, p_loaded_to_fair: float = 0.1, loaded_six: float = 0.5,
-               dtype=torch.float64) -> CategoricalHMM:
-    """State 0 = fair, 1 = loaded; symbols 0..5 = faces 1..6."""
+def casino_params(p_fair_to_loaded: float = 0.05, p_loaded_to_fair: float = 0.1,
+                  loaded_six: float = 0.5) -> dict[str, torch.Tensor]:
+    """The casino HMM's startprob, transmat, emissionprob (float64): state 0 = fair, 1 = loaded; symbols
+    0..5 = faces 1..6. ``CategoricalHMM(**casino_params())`` is the true model."""
     other = (1 - loaded_six) / 5
-    return CategoricalHMM(
-        startprob=torch.tensor([0.5, 0.5]),
-        transmat=torch.tensor([[1 - p_fair_to_loaded, p_fair_to_loaded], [p_loaded_to_fair, 1 - p_loaded_to_fair]]),
-        emissionprob=torch.tensor([[1 / 6] * 6, [other] * 5 + [loaded_six]]),
-        dtype=dtype,
-    )
+    p = {"startprob": torch.tensor([0.5, 0.5]),
+         "transmat": torch.tensor([[1 - p_fair_to_loaded, p_fair_to_loaded],
+                                   [p_loaded_to_fair, 1 - p_loaded_to_fair]]),
+         "emissionprob": torch.tensor([[1 / 6] * 6, [other] * 5 + [loaded_six]])}
+    return {k: v.to(DTYPE) for k, v in p.items()}  # built in float32 first, as the datasets always were
 
 
 class Casino:
-    """Sequences of die rolls: `train_obs` (n_train, train_length) long, `test_obs`, their `*_states`."""
+    """Sequences of die rolls: `train_obs` (n_train, train_length) long, `test_obs`, their `*_states`, and
+    the HMM's `true_params`."""
 
     @dataclass
     class Config:
@@ -46,9 +47,10 @@ class Casino:
     def __init__(self, cfg: Casino.Config, seed: int = 0):
         check_tree(cfg, "data")  # also when built directly, not through typed()
         self.cfg, self.seed = cfg, seed
-        self.true_model = casino_hmm(cfg.p_fair_to_loaded, cfg.p_loaded_to_fair, cfg.loaded_six)
+        self.true_params = casino_params(cfg.p_fair_to_loaded, cfg.p_loaded_to_fair, cfg.loaded_six)
         g = torch.Generator().manual_seed(seed)
-        self.train_states, self.train_obs = self.true_model.sample(cfg.train_length, g, n=cfg.n_train)
-        self.test_states, self.test_obs = self.true_model.sample(cfg.test_length, g, n=cfg.n_test)
+        p = self.true_params
+        self.train_states, self.train_obs = categorical_hmm(**p, T=cfg.train_length, generator=g, n=cfg.n_train)
+        self.test_states, self.test_obs = categorical_hmm(**p, T=cfg.test_length, generator=g, n=cfg.n_test)
         self.train_lengths = torch.full((cfg.n_train,), cfg.train_length)
         self.test_lengths = torch.full((cfg.n_test,), cfg.test_length)

@@ -26,11 +26,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from wm.envs.factory import EnvConfig, episode_seed, make_env
+from wm.core.seeds import ROLLOUTS, episode_seed
+from wm.envs.factory import EnvConfig, make_env
 from wm.logging.files import atomic_write
 
 log = logging.getLogger("wm")
-ROLLOUTS = 7  # seed stream of rollout episodes
 NAME = re.compile(r"ep_(\d+)_L(\d+)\.npz$")
 
 

@@ -71,8 +71,3 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, render_mode: str | None = None) 
         [lambda: make_env(cfg, render_mode) for _ in range(num_envs)],
         autoreset_mode=AutoresetMode.DISABLED,
     )
-
-
-def episode_seed(*key: int) -> int:
-    """A 31-bit seed derived from a tuple such as (run seed, stream, env index, episode index)."""
-    return int(np.random.SeedSequence(list(key)).generate_state(1)[0] & 0x7FFFFFFF)

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import POSITIVE, param
+from wm.core.nets import ObsEncoder
+from wm.core.stats import RunningMeanStd
 
 
 @dataclass
@@ -52,33 +54,6 @@ class IntrinsicConfig:
     plot_every: int = param(25000, gt=0)  # a visitation image after the first evaluation past each multiple
 
 
-class RunningMeanStd(nn.Module):
-    """Running mean and variance over the leading axis (parallel-variance merge of batches). With
-    ``window`` > 0 the count stops growing there, so old batches fade (an exponential moving estimate)."""
-
-    def __init__(self, shape: tuple[int, ...] = (), window: int = 0):
-        super().__init__()
-        self.window = window
-        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        x = x.detach().double().reshape(-1, *self.mean.shape)
-        if len(x) == 0:
-            return
-        b_mean, b_var, n = x.mean(0), x.var(0, unbiased=False), len(x)
-        delta, total = b_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var.copy_((self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total)
-        self.count.copy_(total if self.window <= 0 else total.clamp(max=self.window))
-
-    @property
-    def std(self) -> torch.Tensor:
-        return (self.var + 1e-8).sqrt()
-
-
 def one_hot(action: torch.Tensor, n: int) -> torch.Tensor:
     return F.one_hot(action.long(), n).float()
 
@@ -91,8 +66,6 @@ class Intrinsic(nn.Module):
     def __init__(self, cfg: IntrinsicConfig, obs_space: gym.Space, act_space: gym.Space,
                  device: torch.device | str = "cpu"):
         super().__init__()
-        from wm.agents.dqn import ObsEncoder  # the agents' flat / one-hot observation features
-
         self.cfg, self.device = cfg, torch.device(device)
         self.obs_space, self.n_actions = obs_space, int(act_space.n)
         self.encoder = ObsEncoder(obs_space)

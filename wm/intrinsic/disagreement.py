@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wm.agents.dqn import mlp
 from wm.config import param
+from wm.core.nets import mlp
 from wm.intrinsic.base import Intrinsic, IntrinsicConfig, one_hot
 
 
@@ -26,7 +26,8 @@ class Disagreement(Intrinsic):
 
     def __init__(self, cfg: DisagreementConfig, obs_space, act_space, device="cpu"):
         super().__init__(cfg, obs_space, act_space, device)
-        self.models = nn.ModuleList(mlp([self.obs_dim + self.n_actions, *cfg.hidden, self.obs_dim])
+        self.models = nn.ModuleList(mlp(self.obs_dim + self.n_actions, self.obs_dim, cfg.hidden, norm=False,
+                                        act=nn.ReLU)
                                     for _ in range(cfg.members))
         self.to(self.device)
         self.optim = torch.optim.Adam(self.parameters(), lr=cfg.lr)

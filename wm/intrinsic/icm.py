@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from wm.agents.dqn import mlp
 from wm.config import param
+from wm.core.nets import mlp
 from wm.intrinsic.base import Intrinsic, IntrinsicConfig, one_hot
 
 
@@ -26,9 +26,10 @@ class ICM(Intrinsic):
 
     def __init__(self, cfg: ICMConfig, obs_space, act_space, device="cpu"):
         super().__init__(cfg, obs_space, act_space, device)
-        self.phi = mlp([self.obs_dim, *cfg.hidden, cfg.feature_dim])
-        self.inverse = mlp([2 * cfg.feature_dim, *cfg.hidden, self.n_actions])
-        self.forward_model = mlp([cfg.feature_dim + self.n_actions, *cfg.hidden, cfg.feature_dim])
+        relu = {"norm": False, "act": torch.nn.ReLU}
+        self.phi = mlp(self.obs_dim, cfg.feature_dim, cfg.hidden, **relu)
+        self.inverse = mlp(2 * cfg.feature_dim, self.n_actions, cfg.hidden, **relu)
+        self.forward_model = mlp(cfg.feature_dim + self.n_actions, cfg.feature_dim, cfg.hidden, **relu)
         self.to(self.device)
         self.optim = torch.optim.Adam(self.parameters(), lr=cfg.lr)
         self.last_inverse_accuracy = float("nan")

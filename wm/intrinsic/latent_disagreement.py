@@ -30,8 +30,8 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from wm.agents.dqn import mlp
 from wm.config import param, require
+from wm.core.nets import mlp
 from wm.intrinsic.base import Intrinsic, NoIntrinsic
 from wm.intrinsic.disagreement import Disagreement, DisagreementConfig
 
@@ -69,7 +69,8 @@ class LatentDisagreement(Disagreement):
         with torch.no_grad():
             out = {"embed": model.encoder(model.preprocess(torch.zeros(1, *model.obs_space.shape))).shape[-1],
                    "stoch": model.stoch_dim, "feat": model.feat_dim}[self.cfg.target]
-        self.models = nn.ModuleList(mlp([model.feat_dim + model.act_dim, *self.cfg.hidden, out])
+        inp = model.feat_dim + model.act_dim
+        self.models = nn.ModuleList(mlp(inp, out, self.cfg.hidden, norm=False, act=nn.ReLU)
                                     for _ in range(self.cfg.members)).to(self.device)
         self.optim = torch.optim.Adam(self.models.parameters(), lr=self.cfg.lr)
 

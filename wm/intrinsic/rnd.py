@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from wm.agents.dqn import mlp
 from wm.config import param
+from wm.core.nets import mlp
 from wm.intrinsic.base import Intrinsic, IntrinsicConfig
 
 
@@ -24,8 +24,9 @@ class RND(Intrinsic):
 
     def __init__(self, cfg: RNDConfig, obs_space, act_space, device="cpu"):
         super().__init__(cfg, obs_space, act_space, device)
-        self.target = mlp([self.obs_dim, *cfg.hidden, cfg.embed], torch.nn.LeakyReLU).requires_grad_(False)
-        self.predictor = mlp([self.obs_dim, *cfg.hidden, *cfg.hidden, cfg.embed], torch.nn.LeakyReLU)
+        leaky = {"norm": False, "act": torch.nn.LeakyReLU}
+        self.target = mlp(self.obs_dim, cfg.embed, cfg.hidden, **leaky).requires_grad_(False)
+        self.predictor = mlp(self.obs_dim, cfg.embed, [*cfg.hidden, *cfg.hidden], **leaky)
         self.to(self.device)
         self.optim = torch.optim.Adam(self.predictor.parameters(), lr=cfg.lr)
 

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from wm import checkpoint
+from wm.core.seeds import CONTROLLER, DREAM, EVAL, REEVAL, STAGE, episode_seed
 from wm.data.rollouts import FrameDataset, collect, episode_files
-from wm.envs.factory import EnvConfig, episode_seed
+from wm.envs.factory import EnvConfig
 from wm.errors import ConfigError
 from wm.logging import Logger
 from wm.logging.files import atomic_write, write_json
@@ -40,7 +41,6 @@ from wm.loops.signals import StopFlag
 
 log = logging.getLogger("wm")
 STAGES = ("rollouts", "vae", "mdnrnn", "controller", "test")
-CONTROLLER, REEVAL, EVAL, DREAM = 11, 12, 1, 13  # seed streams (EVAL as the online loop's)
 
 
 def load_product(path: Path) -> Any:
@@ -91,7 +91,7 @@ class EvolutionLoop:
                     if sub is not None:  # mid-stage: continue with the RNG states of its last checkpoint
                         checkpoint.set_rng_state(self.resume["rng"])
                     else:  # a stage starts from its own seed, whatever ran (or was skipped) before it
-                        torch.manual_seed(episode_seed(self.s.seed, 100 + STAGES.index(name)))
+                        torch.manual_seed(episode_seed(self.s.seed, STAGE + STAGES.index(name)))
                     self.resume = None
                     t0 = time.time()
                     log.info("stage %s", name)

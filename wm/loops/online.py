@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from wm import checkpoint
+from wm.core.seeds import EVAL, EVAL_RNG, TRAIN, episode_seed
 from wm.data.replay import Replay
-from wm.envs.factory import EnvConfig, episode_seed, make_vec_env
+from wm.envs.factory import EnvConfig, make_vec_env
 from wm.logging import Logger
 from wm.logging.progress import Progress
 from wm.loops.finite import check_parameters, checked_step
@@ -28,7 +29,6 @@ from wm.loops.rng import own_rng
 from wm.loops.signals import StopFlag
 
 log = logging.getLogger("wm")
-TRAIN, EVAL, EVAL_RNG = 0, 1, 2  # seed streams: training envs, eval envs, the eval's own global RNGs
 
 
 @dataclass

@@ -13,14 +13,12 @@ from typing import Any
 import numpy as np
 
 from wm import checkpoint
-from wm.envs.factory import episode_seed
+from wm.core.seeds import EVAL_RNG, episode_seed
 from wm.logging import Logger
 from wm.logging.progress import Progress
 from wm.loops.finite import check_parameters, checked_step
 from wm.loops.rng import own_rng
 from wm.loops.signals import StopFlag
-
-EVAL_RNG = 2  # the seed stream of evaluations' own RNGs (as in the online loop)
 
 
 class SupervisedLoop:

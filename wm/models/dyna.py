@@ -28,7 +28,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from wm.config import param
-from wm.loops.schedule import Schedule
+from wm.core.nets import mlp
+from wm.core.schedule import Schedule
+from wm.core.stats import RunningNorm
 from wm.models.base import WorldModel
 
 
@@ -112,38 +114,6 @@ class TabularModel:
 # ------------------------------------------------------------------------------------------------
 # Learned model for vector observations
 # ------------------------------------------------------------------------------------------------
-def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for i in range(layers):
-        mods += [nn.Linear(inp if i == 0 else hidden, hidden), nn.SiLU()]
-    mods.append(nn.Linear(hidden if layers else inp, out))
-    return nn.Sequential(*mods)
-
-
-class RunningNorm(nn.Module):
-    """Per-feature mean/std accumulated over every batch seen (Chan et al. parallel update)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("count", torch.zeros(()))
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("m2", torch.zeros(dim))
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        n = x.shape[0]
-        mean, var = x.mean(0), x.var(0, unbiased=False)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += var * n + delta.pow(2) * self.count * n / total
-        self.count.copy_(total)
-
-    @property
-    def std(self) -> torch.Tensor:
-        return (self.m2 / self.count.clamp(min=1)).sqrt().clamp(min=1e-4)
-
-
 class MLPDynamics(nn.Module):
     """p(s' - s, r, terminal | s, a) as one MLP: Gaussian-mean delta (MSE), reward (MSE), terminal (BCE).
 
@@ -153,7 +123,7 @@ class MLPDynamics(nn.Module):
     def __init__(self, obs_dim: int, n_actions: int, hidden: int = 200, layers: int = 2):
         super().__init__()
         self.obs_dim, self.n_actions = obs_dim, n_actions
-        self.net = mlp(obs_dim + n_actions, hidden, layers, obs_dim + 2)
+        self.net = mlp(obs_dim + n_actions, obs_dim + 2, hidden, layers, norm=False)
         self.obs_norm, self.delta_norm = RunningNorm(obs_dim), RunningNorm(obs_dim)
 
     def _forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:

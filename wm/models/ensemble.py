@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import POSITIVE, param, require
+from wm.core.schedule import Schedule
 from wm.envs import termination
-from wm.loops.schedule import Schedule
 from wm.models.base import WorldModel
 
 

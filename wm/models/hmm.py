@@ -397,7 +397,7 @@ def load_em_state(model, inner, state) -> None:
 class HMMWorldModel(WorldModel):
     """Baum-Welch on the dataset of `data=casino`: one EM iteration per train step.
 
-    The dataset provides `true_model` (an HMM), `train_obs`, `train_lengths`, `test_obs`, `test_lengths`,
+    The dataset provides `true_params` (the true HMM's parameters), `train_obs`, `train_lengths`, `test_obs`, `test_lengths`,
     `test_states`. EM starts from the true model perturbed by `perturb` (seeded).
     """
 
@@ -428,11 +428,12 @@ class HMMWorldModel(WorldModel):
 
     def __init__(self, cfg: HMMWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
-        if not isinstance(getattr(data, "true_model", None), _HMM):
+        params = getattr(data, "true_params", None)
+        if not isinstance(params, dict) or "transmat" not in params:
             raise TypeError("model=hmm needs an HMM dataset (data=casino)")
         self.cfg, self.data, self.device_ = cfg, data, torch.device(device)
         g = torch.Generator().manual_seed(int(getattr(data, "seed", 0)) + cfg.init_seed)
-        truth = data.true_model
+        self.truth = truth = (GaussianHMM if "means" in params else CategoricalHMM)(**params)
         self.hmm = perturbed(truth, cfg.perturb, g)
         self.hmm.set_params(**{k: v.to(self.device_) for k, v in self.hmm.params().items()})
         self.hmm.device = self.device_
@@ -457,7 +458,7 @@ class HMMWorldModel(WorldModel):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        truth, lens = self.data.true_model, self.data.test_lengths
+        truth, lens = self.truth, self.data.test_lengths
         ll = float(self.hmm.log_likelihood(self.test_obs, lens).sum()) / self.n_test_steps
         ll_true = float(truth.log_likelihood(self.data.test_obs, lens).sum()) / self.n_test_steps
         perm = self._perm()
@@ -478,8 +479,8 @@ class HMMWorldModel(WorldModel):
 
     def _perm(self):
         if isinstance(self.hmm, CategoricalHMM):
-            return best_permutation(self.data.true_model.emissionprob, self.hmm.emissionprob.cpu())
-        return best_permutation(self.data.true_model.means, self.hmm.means.cpu())
+            return best_permutation(self.truth.emissionprob, self.hmm.emissionprob.cpu())
+        return best_permutation(self.truth.means, self.hmm.means.cpu())
 
     @torch.no_grad()
     def artifacts(self, out_dir: Path, logger=None) -> Path:

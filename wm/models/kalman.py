@@ -370,7 +370,7 @@ def best_rmse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None
 class KalmanWorldModel(WorldModel):
     """EM for a linear-Gaussian model on the dataset of `data=tracking`: one EM iteration per train step.
 
-    The dataset provides `true_model` (a KalmanFilter), `train_obs`, `test_obs` ((N, T, m), NaN = missing),
+    The dataset provides `true_params` (the true model's F, H, Q, R, x0, P0), `train_obs`, `test_obs` ((N, T, m), NaN = missing),
     `test_states`, optionally `train_u`/`test_u`. EM starts from the true parameters perturbed by
     `perturb` (seeded) and refits those named in `em_vars`.
     """
@@ -405,12 +405,13 @@ class KalmanWorldModel(WorldModel):
 
     def __init__(self, cfg: KalmanWorldModel.Config, data: Any, device: torch.device | str = "cpu"):
         super().__init__()
-        if not isinstance(getattr(data, "true_model", None), KalmanFilter):
+        params = getattr(data, "true_params", None)
+        if not isinstance(params, dict) or "F" not in params:
             raise TypeError("model=kalman needs a linear-Gaussian dataset (data=tracking)")
         check_tree(cfg, "model")  # also when built directly, not through typed()
         self.cfg, self.data, self.device_ = cfg, data, torch.device(device)
         g = torch.Generator().manual_seed(int(getattr(data, "seed", 0)) + cfg.init_seed)
-        truth = data.true_model
+        self.truth = truth = KalmanFilter(**params)
         start = {}
         for k, v in truth.params().items():
             if k not in cfg.em_vars:
@@ -444,7 +445,7 @@ class KalmanWorldModel(WorldModel):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        truth = self.data.true_model
+        truth = self.truth
         sm = self.kf.smooth(self.test_obs, self.test_u)
         sm_true = truth.smooth(self.data.test_obs, self.test_u)
         st = self.data.test_states

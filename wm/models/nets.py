@@ -1,4 +1,4 @@
-"""Small building blocks: MLP and the 64x64 CNN encoder / decoder used by the pixel world models."""
+"""Pixel-model building blocks: zero_last and the 64x64 CNN encoder / decoder used by the pixel world models."""
 from __future__ import annotations
 
 import math
@@ -6,21 +6,6 @@ import math
 import torch
 from einops import rearrange
 from torch import nn
-
-
-def mlp(inp: int, out: int | None, units: int, layers: int, norm: bool = True) -> nn.Sequential:
-    """`layers` x (Linear -> LayerNorm -> SiLU), then an optional Linear to `out`."""
-    mods: list[nn.Module] = []
-    d = inp
-    for _ in range(layers):
-        mods += [nn.Linear(d, units, bias=not norm)]
-        if norm:
-            mods += [nn.LayerNorm(units)]
-        mods += [nn.SiLU()]
-        d = units
-    if out is not None:
-        mods += [nn.Linear(d, out)]
-    return nn.Sequential(*mods)
 
 
 def zero_last(module: nn.Sequential) -> nn.Sequential:

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import param
-from wm.loops.schedule import Schedule
+from wm.core.nets import adam, mlp
+from wm.core.schedule import Schedule
 from wm.models import dists
 from wm.models.base import WorldModel
-from wm.models.nets import ConvDecoder, ConvEncoder, mlp, zero_last
+from wm.models.nets import ConvDecoder, ConvEncoder, zero_last
 
 State = dict[str, torch.Tensor]
 
@@ -37,12 +38,6 @@ def action_dim(act_space: gym.Space) -> int:
 
 def is_image_space(obs_space: gym.Space) -> bool:
     return len(obs_space.shape) == 3
-
-
-def adam(params, lr: float, eps: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch has one (CPU, CUDA): one call per step instead of a Python
-    loop over parameter tensors, about 4x cheaper per step for these many small tensors on a CPU."""
-    return torch.optim.Adam(params, lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
 
 
 class RSSM(WorldModel):

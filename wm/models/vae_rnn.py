@@ -30,10 +30,9 @@ from torch import distributions as D
 from torch import nn
 
 from wm.config import param
+from wm.core.seeds import RNN_STREAM, VAE_STREAM
 from wm.data.rollouts import FrameDataset, action_size
 from wm.models.base import WorldModel
-
-VAE_STREAM, RNN_STREAM = 1, 2
 
 
 @dataclass
