@@ -150,10 +150,10 @@ def test_observe_counts_visits_episodes_and_the_first_goal():
     assert stats["intrinsic/first_goal_step"] == 6
     assert stats["intrinsic/episode_extrinsic_return"] == -3  # env 1's episode: three -1 steps
     assert stats["intrinsic/episode_intrinsic_return"] == 0
-    assert module.counts.sum() == 8 and module.counts[0, 0] == 6 and module.counts[-1, -1] == 2
+    assert module.visits.counts.sum() == 8 and module.visits.counts[0, 0] == 6 and module.visits.counts[-1, -1] == 2
     assert stats["intrinsic/coverage"] == pytest.approx(2 / 16)
     assert module.observe(replay)["intrinsic/coverage"] == pytest.approx(2 / 16)  # nothing new: no recount
-    assert module.counts.sum() == 8
+    assert module.visits.counts.sum() == 8
 
 
 @pytest.mark.parametrize("cls,cfg", [(RND, RNDConfig), (ICM, ICMConfig), (Disagreement, DisagreementConfig)])
@@ -177,7 +177,7 @@ def test_checkpoint_round_trip_restores_networks_optimizer_normalisers_and_count
     b = build(1)
     b.load_state_dict(a.state_dict())
     assert b.intrinsic.first_goal_step == a.intrinsic.first_goal_step == 120  # 60th step of 2 lockstep envs
-    np.testing.assert_array_equal(b.intrinsic.counts, a.intrinsic.counts)
+    np.testing.assert_array_equal(b.intrinsic.visits.counts, a.intrinsic.visits.counts)
     replay_b = Replay(500, 2, OBS, ACT)
     replay_b.load_state_dict(replay.state_dict())
     torch.manual_seed(5)

@@ -1,4 +1,5 @@
-"""Intrinsic rewards (curiosity) for off-policy agents, and the exploration statistics every run logs.
+"""Intrinsic rewards (curiosity) for off-policy agents, and the exploration statistics every run logs
+(coverage counts and images: wm/metrics/exploration.py).
 
 An intrinsic module sits between the replay and the agent's update. The agent calls, for every update:
 
@@ -22,7 +23,6 @@ after evaluations, the visitation image coverage/visits_<step>.png.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from torch import nn
 from wm.config import POSITIVE, param
 from wm.core.nets import ObsEncoder
 from wm.core.stats import RunningMeanStd
+from wm.metrics.exploration import Visitation
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Intrinsic(nn.Module):
         self.reward_rms = RunningMeanStd(window=cfg.norm_window)
         self.optim: torch.optim.Optimizer | None = None  # subclasses create it after their networks
         # exploration statistics, filled by observe()
-        self.counts = self._empty_counts()
+        self.visits = Visitation(obs_space, cfg.coverage_bins)  # coverage (wm/metrics/exploration.py)
         self.cursor: np.ndarray | None = None  # replay rows scanned per env
         self.env_steps: np.ndarray | None = None  # real steps seen per env
         self.ep_int: np.ndarray | None = None
@@ -152,7 +153,7 @@ class Intrinsic(nn.Module):
         if len(rows):
             idx = rows % replay.size
             obs = d["obs"][env, idx]
-            self._count(obs)
+            self.visits.add(obs)
             if self.obs_rms is not None:
                 self.obs_rms.update(self.encoder(torch.as_tensor(obs)))
             step = ~d["is_first"][env, idx] & (rows >= 1)  # rows that end a transition
@@ -179,7 +180,7 @@ class Intrinsic(nn.Module):
                     ended_int.append(self.ep_int[e])
                     ended_ext.append(self.ep_ext[e])
                     self.ep_int[e] = self.ep_ext[e] = 0.0
-        out = {"intrinsic/coverage": self.coverage()}
+        out = {"intrinsic/coverage": self.visits.coverage()}
         if ended_int:
             out["intrinsic/episode_intrinsic_return"] = float(np.mean(ended_int))
             out["intrinsic/episode_extrinsic_return"] = float(np.mean(ended_ext))
@@ -187,54 +188,23 @@ class Intrinsic(nn.Module):
             out["intrinsic/first_goal_step"] = float(self.first_goal_step)
         return out
 
-    # ---- coverage --------------------------------------------------------------------------------
-    def _grid(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Bin edges of the first two observation dims, for Box spaces with finite bounds."""
-        s = self.obs_space
-        if not self.box or s.shape is None or len(s.shape) != 1 or s.shape[0] < 2:
-            return None
-        lo, hi = s.low[:2].astype(np.float64), s.high[:2].astype(np.float64)
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-            return None
-        b = self.cfg.coverage_bins
-        return np.linspace(lo[0], hi[0], b + 1), np.linspace(lo[1], hi[1], b + 1)
-
-    def _empty_counts(self) -> np.ndarray | None:
-        if isinstance(self.obs_space, gym.spaces.Discrete):
-            return np.zeros(self.obs_space.n, np.int64)
-        return None if self._grid() is None else np.zeros((self.cfg.coverage_bins,) * 2, np.int64)
-
-    def _count(self, obs: np.ndarray) -> None:
-        if self.counts is None:
-            return
-        if self.counts.ndim == 1:
-            np.add.at(self.counts, obs.astype(np.int64), 1)
-        else:
-            ex, ey = self._grid()
-            h, _, _ = np.histogram2d(obs[:, 0], obs[:, 1], bins=(ex, ey))
-            self.counts += h.astype(np.int64)
-
-    def coverage(self) -> float:
-        """Fraction of cells (grid worlds) or histogram bins (first two obs dims) visited at least once."""
-        return float("nan") if self.counts is None else float((self.counts > 0).mean())
-
     def artifacts(self, run_dir: Path, logger, step: int) -> None:
         """Log coverage; for 2-D histograms also write coverage/visits_<step>.png and register it."""
-        if self.counts is None:
+        counts = self.visits.counts
+        if counts is None:
             return
-        logger.log({"intrinsic/coverage": self.coverage()}, step)
-        if self.counts.ndim != 2 or step // self.cfg.plot_every <= self.last_plot // self.cfg.plot_every:
+        logger.log({"intrinsic/coverage": self.visits.coverage()}, step)
+        if counts.ndim != 2 or step // self.cfg.plot_every <= self.last_plot // self.cfg.plot_every:
             return
         self.last_plot = step
         path = Path(run_dir) / "coverage" / f"visits_{step:08d}.png"
         path.parent.mkdir(exist_ok=True)
-        plot_visits(self.counts, self._grid(), path, f"{type(self).__name__} step {step}: "
-                    f"coverage {self.coverage():.1%}")
+        self.visits.plot(path, f"{type(self).__name__} step {step}: coverage {self.visits.coverage():.1%}")
         logger.log_file("intrinsic/visits", path, "image", step)
 
     # ---- checkpoint ------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
-        return {"optim": None if self.optim is None else self.optim.state_dict(), "counts": self.counts,
+        return {"optim": None if self.optim is None else self.optim.state_dict(), "counts": self.visits.counts,
                 "cursor": self.cursor, "env_steps": self.env_steps, "ep_int": self.ep_int, "ep_ext": self.ep_ext,
                 "int_return": self.int_return,
                 "first_goal_step": self.first_goal_step, "last_plot": self.last_plot}
@@ -242,8 +212,8 @@ class Intrinsic(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if self.optim is not None:
             self.optim.load_state_dict(state["optim"])
-        for key in ("counts", "cursor", "env_steps", "ep_int", "ep_ext", "int_return", "first_goal_step",
-                    "last_plot"):
+        self.visits.counts = state["counts"]
+        for key in ("cursor", "env_steps", "ep_int", "ep_ext", "int_return", "first_goal_step", "last_plot"):
             setattr(self, key, state[key])
 
 
@@ -254,24 +224,3 @@ class NoIntrinsic(Intrinsic):
         self.stats = {}
         return batch
 
-
-def plot_visits(counts: np.ndarray, edges: tuple[np.ndarray, np.ndarray], path: Path, title: str,
-                labels: tuple[str, str] = ("position", "velocity")) -> None:
-    """log(1 + visits) over the first two observation dims (MountainCar: position x velocity)."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 3.6))
-    ex, ey = edges
-    im = ax.imshow(np.log1p(counts.T), origin="lower", aspect="auto", cmap="viridis",
-                   extent=(ex[0], ex[-1], ey[0], ey[-1]))
-    fig.colorbar(im, ax=ax, label="log(1 + visits)")
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
