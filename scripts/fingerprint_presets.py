@@ -62,14 +62,21 @@ def run(preset: str) -> dict:
 
 
 def compare(a: dict, b: dict) -> int:
+    """Per preset: same (every value equal), same values with keys only one side logs, or CHANGED."""
     changed = 0
     for preset in sorted(set(a) | set(b)):
         ra, rb = a.get(preset, {}).get("rows"), b.get(preset, {}).get("rows")
-        same = ra == rb and a[preset]["returncode"] == b[preset]["returncode"] == 0
-        changed += not same
-        first = next((i for i, (x, y) in enumerate(zip(ra or [], rb or [])) if x != y), None)
-        where = "" if same else f"  (first differing row {first}: {ra[first] if first is not None else ''})"
-        print(f"{'same   ' if same else 'CHANGED'} {preset}{where}")
+        ok = ra is not None and rb is not None and a[preset]["returncode"] == b[preset]["returncode"] == 0
+        common = lambda x, y: {k: v for k, v in x.items() if k in y}
+        diff = None if ok and len(ra) == len(rb) else 0
+        if diff is None:
+            diff = next((i for i, (x, y) in enumerate(zip(ra, rb)) if common(x, y) != common(y, x)), None)
+        extra = sorted({k for x, y in zip(ra or [], rb or []) for k in set(x) ^ set(y)})
+        changed += diff is not None
+        if diff is not None:
+            print(f"CHANGED {preset}" + (f"  (first differing row {diff}: {ra[diff]} vs {rb[diff]})" if ok else ""))
+        else:
+            print(f"same    {preset}" + (f"  (keys logged on one side only: {', '.join(extra)})" if extra else ""))
     return changed
 
 
