@@ -13,18 +13,22 @@ import torch
 DTYPE = torch.float64
 
 
-@torch.no_grad()
-def categorical_hmm(startprob, transmat, emissionprob, T: int, generator: torch.Generator, n: int):
-    """(states (n, T), symbols (n, T)): hidden states by inverse CDF on pre-drawn uniforms, then emissions."""
-    u = torch.rand(n, T, generator=generator, dtype=DTYPE)
+def markov_states(startprob, transmat, u: torch.Tensor) -> torch.Tensor:
+    """States (n, T) of a Markov chain by inverse CDF on uniforms ``u`` (n, T): one gather and compare a step."""
     cum_start, cum = startprob.cumsum(0), transmat.cumsum(1)
     last = len(startprob) - 1
     s = (u[:, 0, None] > cum_start).sum(-1).clamp_max(last)
     states = [s]
-    for t in range(1, T):
+    for t in range(1, u.shape[1]):
         s = (u[:, t, None] > cum[s]).sum(-1).clamp_max(last)
         states.append(s)
-    states = torch.stack(states, 1)
+    return torch.stack(states, 1)
+
+
+@torch.no_grad()
+def categorical_hmm(startprob, transmat, emissionprob, T: int, generator: torch.Generator, n: int):
+    """(states (n, T), symbols (n, T)): hidden states by inverse CDF on pre-drawn uniforms, then emissions."""
+    states = markov_states(startprob, transmat, torch.rand(n, T, generator=generator, dtype=DTYPE))
     u = torch.rand(states.shape, generator=generator, dtype=DTYPE)
     obs = (u[..., None] > emissionprob.cumsum(1)[states]).sum(-1).clamp_max(emissionprob.shape[1] - 1)
     return states, obs

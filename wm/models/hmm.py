@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from wm.config import param
+from wm.data.generative import markov_states
 from wm.models.base import WorldModel
 
 DTYPE = torch.float64
@@ -235,17 +236,10 @@ class _HMM:
     def sample(self, T: int, generator: torch.Generator | None = None, n: int | None = None):
         """Draw (states, obs): (T,), (T, *event) or with n: (n, T), (n, T, *event).
 
-        States by inverse CDF on pre-drawn uniforms (one gather + compare per step)."""
+        States by inverse CDF on pre-drawn uniforms (wm.data.generative.markov_states)."""
         m = 1 if n is None else n
         u = torch.rand(m, T, generator=generator, dtype=self.dtype).to(self.device)
-        cum_start, cum = self.startprob.cumsum(0), self.transmat.cumsum(1)
-        last = self.n_states - 1
-        s = (u[:, 0, None] > cum_start).sum(-1).clamp_max(last)
-        states = [s]
-        for t in range(1, T):
-            s = (u[:, t, None] > cum[s]).sum(-1).clamp_max(last)
-            states.append(s)
-        states = torch.stack(states, 1)
+        states = markov_states(self.startprob, self.transmat, u)
         obs = self._sample_emission(states, generator)
         return (states[0], obs[0]) if n is None else (states, obs)
 
