@@ -1,5 +1,5 @@
 """SAC: critic, actor and temperature losses on a hand-checked case; target smoothing; actions inside the
-Box bounds; the real/model batch mix with an MBPO model buffer."""
+Box bounds; MBPO's rollouts through a model env's step and the real/model batch mix."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from wm.agents.sac import SAC, SACConfig
+from wm.models.ensemble import MBPOConfig, RolloutSchedule
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT = gym.spaces.Box(np.array([-2.0], np.float32), np.array([4.0], np.float32))  # scale 3, bias 1
@@ -96,25 +97,47 @@ def test_actions_lie_in_the_box_and_evaluation_is_deterministic():
         torch.as_tensor(a)))))
 
 
-class FakeModel:
-    def __init__(self):
-        self.buffer = [0] * 10
-        self.policy = None
+class FakeModelEnv:
+    """A model env in MBPO's shape: every imagined step lands on obs 7, reward 1, never terminal."""
 
-    def set_policy(self, policy):
-        self.policy = policy
+    def __init__(self, rollout_batch_size: int, length: int):
+        self.cfg = MBPOConfig(rollout_batch_size=rollout_batch_size, rollout=RolloutSchedule(0, 1, length, length))
+        self.obs_dim, self.act_dim, self.device = 3, 1, torch.device("cpu")
+        self.rng = np.random.default_rng(0)
+        self.calls = []
 
-    def sample(self, n):
-        return {"obs": torch.full((n, 3), 7.0), "action": torch.zeros(n, 1), "reward": torch.zeros(n),
-                "next_obs": torch.zeros(n, 3), "terminal": torch.zeros(n, dtype=torch.bool)}
+    def step(self, obs, action, deterministic=False):
+        self.calls.append((obs.clone(), action.clone()))
+        n = len(obs)
+        return torch.full((n, 3), 7.0), torch.ones(n), torch.zeros(n, dtype=torch.bool)
+
+
+class AllStates(OneBatch):
+    def all_transitions(self):
+        return self.batch
+
+
+def test_rollouts_act_with_the_policy_through_the_model_step():
+    model = FakeModelEnv(rollout_batch_size=5, length=2)
+    agent = SAC(SACConfig(hidden=[8]), OBS, ACT, model=model)
+    starts = torch.arange(12.0).reshape(4, 3)
+    stats = agent.after_model_update(AllStates({"obs": starts}), step=0)
+    assert stats["model/rollout_length"] == 2 and stats["model/rollout_transitions"] == 10
+    (obs0, act0), (obs1, _) = model.calls
+    assert all(any(torch.equal(o, s) for s in starts) for o in obs0)  # k=1 starts at real states
+    assert (obs1 == 7.0).all()  # k=2 continues from the model's prediction
+    assert act0.shape == (5, 1) and (act0 >= -2).all() and (act0 <= 4).all()  # the policy, in env units
+    assert len(agent.rollouts.buffer) == 10
+    clone = SAC(SACConfig(hidden=[8]), OBS, ACT, model=FakeModelEnv(rollout_batch_size=5, length=2))
+    clone.load_state_dict(agent.state_dict())  # the model buffer is checkpointed with the agent
+    assert torch.equal(clone.rollouts.buffer.data["obs"], agent.rollouts.buffer.data["obs"])
 
 
 def test_batches_mix_real_and_model_transitions_at_real_ratio():
-    model = FakeModel()
+    model = FakeModelEnv(rollout_batch_size=10, length=1)
     agent = SAC(SACConfig(hidden=[8], batch_size=8, real_ratio=0.25), OBS, ACT, model=model)
-    assert model.policy is agent  # MBPO rolls out with this agent
     real = {k: v.repeat(4, *([1] * (v.dim() - 1))) for k, v in batch().items()}
+    assert int((agent.batch(OneBatch(real))["next_obs"][:, 0] == 7.0).sum()) == 0  # nothing imagined: all real
+    agent.after_model_update(AllStates(real), step=0)
     b = agent.batch(OneBatch(real))
-    assert len(b["obs"]) == 8 and int((b["obs"][:, 0] == 7.0).sum()) == 6  # 2 real + 6 imagined
-    model.buffer = []  # nothing imagined yet: all real
-    assert int((agent.batch(OneBatch(real))["obs"][:, 0] == 7.0).sum()) == 0
+    assert len(b["obs"]) == 8 and int((b["next_obs"][:, 0] == 7.0).sum()) == 6  # 2 real + 6 imagined

@@ -1,6 +1,7 @@
 """MBPO's probabilistic ensemble: it fits a known linear system, picks the best members as elites, keeps its
-log-variance inside the soft bounds, rolls out with the true termination function; the termination functions
-agree with the real MuJoCo envs."""
+log-variance inside the soft bounds, steps as a model env with the true termination function, and the
+agent's branched rollouts through that step fill their buffer; the termination functions agree with the real
+MuJoCo envs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from wm.agents.mbpo import BranchedRollouts
 from wm.envs import termination
 from wm.models.ensemble import MBPO, MBPOConfig, RolloutSchedule
 
@@ -86,18 +88,35 @@ def test_rollout_length_schedule():
     assert [s.length(x) for x in (0, 1000, 1500, 2000, 9000)] == [1, 1, 6, 11, 11]
 
 
+def uniform_policy(obs: torch.Tensor) -> torch.Tensor:
+    return torch.rand(len(obs), 2) * 2 - 1  # ACT's box
+
+
+def test_step_is_the_model_env_with_the_true_termination():
+    m = model(termination="inverted_pendulum")
+    m.fit(linear_data(300))
+    data = linear_data(40, seed=2)
+    torch.manual_seed(5)
+    next_obs, reward, terminal = m.step(data["obs"], data["action"])
+    assert next_obs.shape == (40, 3) and reward.shape == (40,) and terminal.dtype == torch.bool
+    torch.manual_seed(5)  # the same elites and noise: a step is a sampled prediction plus the termination
+    assert all(torch.equal(a, b) for a, b in zip((next_obs, reward), m.predict(data["obs"], data["action"])))
+    assert torch.equal(terminal, next_obs[:, 1].abs() > 0.2)  # the true IP condition
+
+
 def test_rollouts_fill_the_buffer_and_stop_at_terminal_states():
     m = model(rollout_batch_size=200, rollout=RolloutSchedule(0, 1, 3, 3), termination="inverted_pendulum")
     m.fit(linear_data(300))
-    stats = m.rollout(linear_data(50)["obs"], step=0)
-    b = m.buffer
+    rollouts = BranchedRollouts(m, uniform_policy)
+    stats = rollouts.run(linear_data(50)["obs"], step=0)
+    b = rollouts.buffer
     n = len(b)
     assert stats["model/rollout_length"] == 3 and n == stats["model/rollout_transitions"]
     assert 200 <= n <= 600
     term = b.data["terminal"][:n]
     assert torch.equal(term, b.data["next_obs"][:n, 1].abs() > 0.2)  # the true IP condition
     assert n == 200 + (~term[:200]).sum() + (~term[200: 200 + int((~term[:200]).sum())]).sum()
-    assert set(m.sample(32)) == {"obs", "action", "reward", "next_obs", "terminal"}
+    assert set(b.sample(32)) == {"obs", "action", "reward", "next_obs", "terminal"}
 
 
 @pytest.mark.parametrize("env_id", ["InvertedPendulum-v5", "Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
@@ -124,15 +143,15 @@ def test_termination_functions_agree_with_the_real_envs(env_id):
         assert terminals > 0  # random actions do end these episodes
 
 
-def test_checkpoint_roundtrip_restores_buffer_elites_and_rng():
+def test_checkpoint_roundtrip_restores_elites_and_rng():
     m = model(rollout_batch_size=50)
     m.fit(linear_data(300))
-    m.rollout(linear_data(20)["obs"], 0)
+    BranchedRollouts(m, uniform_policy).run(linear_data(20)["obs"], 0)  # draws start states from m.rng
     m2 = model(rollout_batch_size=50, lr=0.5)
     saved = io.BytesIO()
     torch.save(m.state_dict(), saved)  # as the checkpoint does (shares no tensors with the live model)
     m2.load_state_dict(torch.load(io.BytesIO(saved.getvalue()), weights_only=False))
-    assert m2.elites == m.elites and len(m2.buffer) == len(m.buffer)
+    assert m2.elites == m.elites
     data = linear_data(100, seed=3)
     torch.manual_seed(1)
     a = m.fit(data)

@@ -32,3 +32,7 @@ class Agent(torch.nn.Module):
 
     def train_step(self, replay, step: int) -> dict[str, float]:
         raise NotImplementedError
+
+    def after_model_update(self, replay, step: int) -> dict[str, float]:
+        """Called by the loop right after each world-model ``train_step`` (e.g. MBPO's rollouts); stats."""
+        return {}

@@ -2,9 +2,11 @@
 Gaussian policy rescaled to the action Box, and automatic entropy (temperature) tuning.
 
 Reads top to bottom: ``act`` samples (or, for evaluation, takes the mean of) the squashed Gaussian;
-``train_step`` does one critic, actor and temperature update on a batch. With ``model=mbpo`` each batch takes
-``real_ratio`` of its rows from the replay and the rest from the model's buffer of imagined rollouts, and the
-model rolls out with this policy (``policy_actions``). Alone (``model=none``) it is the model-free baseline.
+``train_step`` does one critic, actor and temperature update on a batch. Alone (``model=none``) it is the
+model-free baseline. With ``model=mbpo`` it is MBPO: it owns a ``BranchedRollouts`` (wm/agents/mbpo.py: the
+model buffer and the rollout schedule), rolls out with this policy (``policy_actions``) through the model's
+``step`` right after every retrain (``after_model_update``), and each batch takes ``real_ratio`` of its rows
+from the replay and the rest from its model buffer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.agents.base import Agent
+from wm.agents.mbpo import BranchedRollouts
 from wm.config import POSITIVE, param, require
 from wm.core.nets import mlp
 from wm.core.schedule import Schedule
@@ -128,8 +131,8 @@ class SAC(Agent):
         self._online_params, self._target_params = list(self.q.parameters()), list(self.q_target.parameters())
         self.updates = 0
         self.last_actor: dict[str, float] = {}
-        if model is not None and hasattr(model, "set_policy"):
-            model.set_policy(self)  # MBPO rolls out with this policy
+        # MBPO: branched rollouts with this policy through a model env (a model that offers ``step``)
+        self.rollouts = BranchedRollouts(model, self.policy_actions) if hasattr(model, "step") else None
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -153,11 +156,17 @@ class SAC(Agent):
         return action.cpu().numpy().reshape((len(obs),) + self.act_shape), state
 
     # ---- learning -------------------------------------------------------------------------------
+    def after_model_update(self, replay, step: int) -> dict[str, float]:
+        """MBPO: fill the model buffer with rollouts from all real states through the just-refitted model."""
+        if self.rollouts is None:
+            return {}
+        return self.rollouts.run(replay.all_transitions()["obs"].float(), step)
+
     def batch(self, replay) -> dict[str, torch.Tensor]:
         """``real_ratio`` of the batch from the replay, the rest from the model buffer (if it has any)."""
         B = self.cfg.batch_size
         n_model = 0
-        if self.model is not None and hasattr(self.model, "sample") and len(self.model.buffer) > 0:
+        if self.rollouts is not None and len(self.rollouts.buffer) > 0:
             n_model = B - round(self.cfg.real_ratio * B)
         real = replay.sample_transitions(B - n_model)
         real = {k: v.float() if k != "terminal" else v for k, v in real.items()}
@@ -165,7 +174,7 @@ class SAC(Agent):
         real["action"] = real["action"].reshape(len(real["action"]), -1)
         if n_model == 0:
             return real
-        imagined = self.model.sample(n_model)
+        imagined = self.rollouts.buffer.sample(n_model)
         return {k: torch.cat([real[k], imagined[k].to(real[k].dtype)]) for k in real}
 
     def train_step(self, replay, step):
@@ -209,9 +218,15 @@ class SAC(Agent):
 
     # ---- checkpoint -----------------------------------------------------------------------------
     def state_dict(self, *args, **kwargs):
-        return {"nets": super().state_dict(), "optim": self.optim.state_dict(), "updates": self.updates, "env_step": self.env_step, "last_actor": dict(self.last_actor)}
+        state = {"nets": super().state_dict(), "optim": self.optim.state_dict(), "updates": self.updates,
+                 "env_step": self.env_step, "last_actor": dict(self.last_actor)}
+        if self.rollouts is not None:
+            state["model_buffer"] = self.rollouts.buffer.state_dict()
+        return state
 
     def load_state_dict(self, state, strict: bool = True):
         super().load_state_dict(state["nets"], strict=strict)
         self.optim.load_state_dict(state["optim"])
         self.updates, self.env_step, self.last_actor = state["updates"], state["env_step"], state["last_actor"]
+        if self.rollouts is not None:
+            self.rollouts.buffer.load_state_dict(state["model_buffer"])

@@ -156,13 +156,18 @@ class OnlineLoop:
                 continue
             self.rounds[i] += owed
             for _ in range(owed * learner.cfg.update.updates):
-                stats = checked_step(learner, self.step, partial(learner.train_step, self.replay, self.step),
-                                     self.learners)
+                stats = checked_step(learner, self.step, partial(self._train_step, learner), self.learners)
                 for key, value in stats.items():
                     self.learn_stats[key].append(value)
             check_parameters([learner], self.step, "after the updates")
         if self.step - self.last_log >= self.s.log_every:
             self._flush_learn_stats()
+
+    def _train_step(self, learner) -> dict[str, float]:
+        stats = learner.train_step(self.replay, self.step)
+        if learner is self.model:  # the agent acts on the refitted model at once (MBPO's rollouts)
+            stats = {**stats, **self.agent.after_model_update(self.replay, self.step)}
+        return stats
 
     def _flush_learn_stats(self) -> None:
         if self.learn_stats:

@@ -1,17 +1,22 @@
-"""MBPO's world model: a bootstrapped ensemble of probabilistic MLPs, and the branched rollouts it feeds SAC.
+"""MBPO's world model: a bootstrapped ensemble of probabilistic MLPs and the model-env step it offers.
 
-Janner et al. 2019, "When to Trust Your Model: Model-Based Policy Optimization". Reads top to bottom:
+Janner et al. 2019, "When to Trust Your Model: Model-Based Policy Optimization". This file holds only model
+things; the algorithm (the model buffer, the branched rollouts and their schedule) is in wm/agents/mbpo.py,
+run by SAC (wm/agents/sac.py). Reads top to bottom:
 
 - ``ProbabilisticEnsemble``: E MLPs evaluated in one batched matmul; each predicts a Gaussian over
   (next_obs - obs, reward) with a soft-bounded log-variance (learned per-member max/min bounds).
-- ``MBPO.train_step`` (every ``update.every`` env steps): fit the ensemble on all real transitions
+- ``MBPO.train_step`` (every ``update.every`` env steps): ``fit`` the ensemble on all real transitions
   (input/output standardisation, per-member bootstrap resamples, a random holdout, early stopping when no
   member improves its holdout error by ``improvement`` for ``patience`` epochs, each member restored to its
-  best epoch), pick the ``elites`` members with the lowest holdout error, then fill the model buffer with
-  ``rollout_batch_size`` branched rollouts of length k (``rollout`` schedule) from real start states, acting
-  with the current policy (the agent hands itself over with ``set_policy``) and a random elite per sample.
-- Termination comes from ``wm.envs.termination`` (the true function, not learned).
-- ``sample(n)``: model transitions for the agent, shaped like ``Replay.sample_transitions``.
+  best epoch), then pick the ``elites`` members with the lowest holdout error. Right after it the loop calls
+  the agent's ``after_model_update``, where MBPO rolls out.
+- ``MBPO.step(obs, action) -> next_obs, reward, terminal``: the model env an algorithm rolls out in (a random
+  elite per row; termination from ``wm.envs.termination``: the true function, not learned).
+- ``MBPO.rng``: the model env's numpy stream, shared with the algorithm's draw of rollout start states.
+
+The rollout keys (``rollout_batch_size``, ``rollout``, ``retain``, ``deterministic``) sit in this Config,
+where the presets set them, but only the agent's ``BranchedRollouts`` reads them.
 
 Shapes: obs (B, O), action (B, A) in env units, reward (B,), terminal (B,) bool.
 """
@@ -22,7 +27,6 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -76,49 +80,6 @@ class ProbabilisticEnsemble(nn.Module):
         return mean, logvar
 
 
-# ---- the model buffer -------------------------------------------------------------------------------
-class ModelBuffer:
-    """A ring buffer of imagined transitions (torch tensors)."""
-
-    KEYS = ("obs", "action", "reward", "next_obs", "terminal")
-
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device):
-        self.capacity, self.pos, self.size = capacity, 0, 0
-        self.data = {
-            "obs": torch.zeros(capacity, obs_dim, device=device),
-            "action": torch.zeros(capacity, act_dim, device=device),
-            "reward": torch.zeros(capacity, device=device),
-            "next_obs": torch.zeros(capacity, obs_dim, device=device),
-            "terminal": torch.zeros(capacity, dtype=torch.bool, device=device),
-        }
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, **batch: torch.Tensor) -> None:
-        n = len(batch["obs"])
-        if n >= self.capacity:  # keep the newest
-            batch, n = {k: v[-self.capacity:] for k, v in batch.items()}, self.capacity
-        idx = (self.pos + torch.arange(n, device=batch["obs"].device)) % self.capacity
-        for key in self.KEYS:
-            self.data[key][idx] = batch[key].to(self.data[key].dtype)
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def sample(self, n: int) -> dict[str, torch.Tensor]:
-        idx = torch.randint(self.size, (n,), device=self.data["obs"].device)
-        return {k: v[idx] for k, v in self.data.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"pos": self.pos, "size": self.size,
-                "data": {k: v[: self.size].clone() for k, v in self.data.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pos, self.size = state["pos"], state["size"]
-        for k, v in state["data"].items():
-            self.data[k][: len(v)] = v
-
-
 # ---- config -----------------------------------------------------------------------------------------
 @dataclass
 class RolloutSchedule:
@@ -151,9 +112,10 @@ class MBPOConfig:
     improvement: float = param(0.01, ge=0)
     max_epochs: int = param(0, ge=0)  # cap on epochs per retrain (0: until early stopping)
     logvar_bound_weight: float = param(0.01, ge=0)
+    # MBPO's rollout settings: read by the agent's BranchedRollouts (wm/agents/mbpo.py), not by the model
     rollout_batch_size: int = param(100_000, gt=0)
     rollout: RolloutSchedule = field(default_factory=RolloutSchedule)
-    retain: int = param(1, gt=0)  # the model buffer holds the rollouts of this many retrains
+    retain: int = param(1, gt=0)  # the agent's model buffer holds the rollouts of this many retrains
     deterministic: bool = False  # rollouts use the predicted mean instead of sampling
     # a name in wm.envs.termination or a gymnasium id (the env's own function)
     termination: str = param("never", free="a termination function name or env id, checked in check()")
@@ -201,17 +163,10 @@ class MBPO(WorldModel):
                                  else torch.ones(dim, device=self.device))
         self.elites = list(range(cfg.elites))
         self.terminal_fn = termination.get(cfg.termination)
-        capacity = cfg.rollout_batch_size * max(cfg.rollout.min_length, cfg.rollout.max_length) * cfg.retain
-        self.buffer = ModelBuffer(capacity, self.obs_dim, self.act_dim, self.device)
-        self.act_low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device).flatten()
-        self.act_high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device).flatten()
-        self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG
+        # the model env's numpy stream (seeded from the run's torch RNG): the fit's holdout split, bootstrap
+        # and shuffles, then the algorithm's draw of rollout start states, in that order (checkpointed here)
+        self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))
         self.retrains = 0
-        self.__dict__["policy"] = None  # not a submodule: the agent holds the model, not the other way round
-
-    def set_policy(self, policy) -> None:
-        """``policy.policy_actions(obs: Tensor (B, O)) -> Tensor (B, A)`` acts in rollouts (else uniform)."""
-        self.__dict__["policy"] = policy
 
     # ---- prediction -----------------------------------------------------------------------------
     def _inputs(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -235,12 +190,22 @@ class MBPO(WorldModel):
         out = out * self.out_std + self.out_mean
         return obs + out[:, :-1], out[:, -1]
 
+    @torch.no_grad()
+    def step(self, obs: torch.Tensor, action: torch.Tensor,
+             deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model env's step, for an algorithm's rollouts.
+
+        obs (B, O) and action (B, A) in env units -> next_obs (B, O), reward (B,), terminal (B,) bool: each
+        row from a random elite (the run's torch RNG draws the member, then its Gaussian noise unless
+        ``deterministic``: the predicted mean), terminal from the true termination function.
+        """
+        next_obs, reward = self.predict(obs, action, deterministic=deterministic)
+        return next_obs, reward, self.terminal_fn(obs, action, next_obs)
+
     # ---- training -------------------------------------------------------------------------------
     def train_step(self, replay, step: int) -> dict[str, float]:
-        data = replay.all_transitions()
-        metrics = self.fit(data)
-        metrics.update(self.rollout(data["obs"].float(), step))
-        return metrics
+        """Refit on every real transition (the agent's rollouts follow: ``Agent.after_model_update``)."""
+        return self.fit(replay.all_transitions())
 
     def fit(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
         """Train the ensemble on ``data`` (all real transitions) until the holdout error stops improving."""
@@ -311,47 +276,13 @@ class MBPO(WorldModel):
         err = (mean - y) * self.out_std if raw else mean - y
         return (err ** 2).mean((1, 2))
 
-    # ---- branched rollouts ----------------------------------------------------------------------
-    def policy_actions(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.policy is None:
-            u = torch.rand(len(obs), self.act_dim, device=self.device)
-            return self.act_low + u * (self.act_high - self.act_low)
-        return self.policy.policy_actions(obs)
-
-    @torch.no_grad()
-    def rollout(self, starts: torch.Tensor, step: int) -> dict[str, float]:
-        """k-step rollouts from ``rollout_batch_size`` real states (drawn with replacement) into the buffer."""
-        t0 = time.perf_counter()
-        k = self.cfg.rollout.length(step)
-        pick = torch.as_tensor(self.rng.integers(len(starts), size=self.cfg.rollout_batch_size),
-                               device=self.device)
-        obs, made = starts[pick], 0
-        for _ in range(k):
-            action = self.policy_actions(obs)
-            next_obs, reward = self.predict(obs, action, deterministic=self.cfg.deterministic)
-            done = self.terminal_fn(obs, action, next_obs)
-            self.buffer.add(obs=obs, action=action, reward=reward, next_obs=next_obs, terminal=done)
-            made += len(obs)
-            obs = next_obs[~done]
-            if len(obs) == 0:
-                break
-        seconds = time.perf_counter() - t0
-        return {"model/rollout_length": float(k), "model/rollout_transitions": float(made),
-                "model/rollout_transitions_per_s": made / max(seconds, 1e-9),
-                "model/buffer_size": float(len(self.buffer))}
-
-    def sample(self, n: int) -> dict[str, torch.Tensor]:
-        return self.buffer.sample(n)
-
     # ---- checkpoint -----------------------------------------------------------------------------
     def state_dict(self, *args, **kwargs):
         return {"nets": super().state_dict(), "optim": self.optim.state_dict(), "elites": list(self.elites),
-                "buffer": self.buffer.state_dict(), "rng": self.rng.bit_generator.state,
-                "retrains": self.retrains}
+                "rng": self.rng.bit_generator.state, "retrains": self.retrains}
 
     def load_state_dict(self, state, strict: bool = True):
         super().load_state_dict(state["nets"], strict=strict)
         self.optim.load_state_dict(state["optim"])
         self.elites, self.retrains = list(state["elites"]), state["retrains"]
-        self.buffer.load_state_dict(state["buffer"])
         self.rng.bit_generator.state = state["rng"]
