@@ -40,6 +40,7 @@ def throughput(population: int = 16, steps: int = 400, dream_batches=(16, 256)) 
     from wm.agents.cmaes import CMAES, CMAESConfig
     from wm.core.seeds import episode_seed
     from wm.envs.factory import EnvConfig, make_env
+    from wm.loops.population import PopulationEnvs
     from wm.models.vae_rnn import VAERNN, VAERNNConfig
 
     torch.set_num_threads(1)
@@ -73,10 +74,12 @@ def throughput(population: int = 16, steps: int = 400, dream_batches=(16, 256)) 
     params = rng.normal(0, 0.1, (population, agent.dim))
     seeds = [episode_seed(0, 9, i) for i in range(population)]
     out["raw_env"] = timed(raw)
-    out["batched_population"] = timed(lambda: agent.evaluate_real(cfg, params, seeds, budget=steps)[1])
-    out["one_at_a_time"] = timed(lambda: sum(agent.evaluate_real(cfg, params[i:i + 1], seeds[i:i + 1],
-                                                                 budget=steps // population)[1]
+    envs = PopulationEnvs(cfg)  # what the evolution loop steps candidates in
+    out["batched_population"] = timed(lambda: envs.evaluate(model, agent, params, seeds, budget=steps)[1])
+    out["one_at_a_time"] = timed(lambda: sum(envs.evaluate(model, agent, params[i:i + 1], seeds[i:i + 1],
+                                                           budget=steps // population)[1]
                                              for i in range(population)))
+    envs.close()
     # where a batched step's time goes: V + C + M alone, on P frames
     frames = np.stack([env.reset(seed=s)[0] for s in seeds])
 

@@ -1,4 +1,5 @@
-"""The World Models controller and its CMA-ES: action mapping, resumable ES, batched == one-at-a-time."""
+"""The World Models controller and its CMA-ES: action mapping, resumable ES, dreams (real-env evaluation:
+tests/loops/test_population.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from wm.agents.cmaes import CMAES, CMAESConfig, RayConfig, es_to_tree, rebuild
-from wm.core.seeds import episode_seed
+from wm.agents.cmaes import CMAES, CMAESConfig, es_to_tree
 from wm.envs.factory import EnvConfig, make_env
 from wm.errors import ConfigError
 from wm.models.vae_rnn import VAERNN, VAERNNConfig
@@ -125,47 +125,6 @@ def test_es_state_outside_the_allow_list_is_refused(tmp_path, attack):
     assert not (tmp_path / "marker").exists()
 
 
-def test_batched_population_equals_one_at_a_time():
-    agent = build(population=3)
-    rng = np.random.default_rng(0)
-    params = rng.normal(0, 0.5, (3, agent.dim))
-    seeds = [episode_seed(0, 5, i) for i in range(3)]
-    batched, steps = agent.evaluate_real(CARTPOLE, params, seeds)
-    single = [agent.evaluate_real(CARTPOLE, params[i:i + 1], seeds[i:i + 1])[0][0] for i in range(3)]
-    assert np.allclose(batched, single)
-    assert steps <= batched.sum() <= 2 * steps  # CartPole, action repeat 2: 1 or 2 reward per agent step
-    capped, used = agent.evaluate_real(CARTPOLE, params, seeds, budget=7)
-    assert used == 7 and capped.sum() < batched.sum()
-    # what a Ray task rebuilds (weights through torch.load(weights_only=True)) gives the same returns
-    assert np.array_equal(rebuild(agent.portable()).evaluate_real(CARTPOLE, params, seeds)[0], batched)
-
-
-@pytest.mark.parametrize("sample_z", [True, False])
-def test_controller_sees_sampled_z_from_its_own_generators(sample_z):
-    agent = build(population=2, sample_z=sample_z)
-    seen, encode = [], agent.model.encode
-
-    def spy(frames, noise=None):  # records what the controller's z was made from, then encodes as before
-        z = encode(frames, noise)
-        seen.append((z, encode(frames), noise))
-        return z
-
-    agent.model.encode = spy
-    params = np.random.default_rng(0).normal(0, 0.5, (2, agent.dim))
-    torch.manual_seed(0)
-    before = torch.get_rng_state()
-    r1, _ = agent.evaluate_real(CARTPOLE, params, [5, 6])
-    assert torch.equal(torch.get_rng_state(), before)  # the global torch RNG is not touched
-    first = [z for z, _, _ in seen]
-    seen.clear()
-    torch.manual_seed(1)
-    r2, _ = agent.evaluate_real(CARTPOLE, params, [5, 6])
-    assert np.array_equal(r1, r2) and all(torch.equal(a, z) for a, (z, _, _) in zip(first, seen, strict=True))
-    for z, mu, noise in seen:
-        assert (noise is not None) == sample_z
-        assert torch.equal(z, mu) != sample_z  # sampled: z = mu + sigma * eps differs from mu
-
-
 def test_dream_is_batched_and_reproducible():
     agent = build(dream_horizon=30)
     frames = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), np.uint8)
@@ -176,15 +135,9 @@ def test_dream_is_batched_and_reproducible():
     assert r1.shape == (5,) and np.array_equal(r1, r2) and s1 == s2 and 0 < s1 <= 5 * 30
 
 
-@pytest.mark.slow
-def test_ray_tasks_give_the_batched_returns():
-    ray = pytest.importorskip("ray")
-    agent = build(population=4, ray=RayConfig(enabled=True, tasks=2, num_cpus=2))
-    params = np.random.default_rng(0).normal(0, 0.5, (4, agent.dim))
-    seeds = [episode_seed(0, 6, i) for i in range(4)]
-    try:
-        remote, steps = agent.evaluate_ray(CARTPOLE, params, seeds, budget=None)
-    finally:
-        ray.shutdown()
-    local, local_steps = agent.evaluate_real(CARTPOLE, params, seeds)
-    assert np.allclose(remote, local) and steps == local_steps
+def test_the_agent_steps_no_env():
+    """Real-env stepping is the evolution loop's (wm/loops/population.py): the agent module builds no env."""
+    from tests.test_layers import WM, imports
+
+    mods = [m for _, m in imports(WM / "agents" / "cmaes.py")]
+    assert not [m for m in mods if m.startswith(("wm.envs", "gymnasium.vector", "ray"))]

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from wm.data.rollouts import FrameDataset, save_episode
 from wm.models.vae_rnn import MDNRNN, VAERNN, ConvVAE, VAERNNConfig, free_bits, kl_per_sample
 
 OBS = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
@@ -81,3 +82,27 @@ def test_dream_step_and_check_spaces():
     assert z.shape == (6, 8) and r.shape == (6,) and d.dtype == torch.bool and h.shape == (6, 16)
     assert VAERNN.check_spaces(OBS, ACT) is None
     assert "64x64 RGB" in VAERNN.check_spaces(gym.spaces.Box(-1, 1, (4,)), ACT)
+
+
+def test_stage_steps_train_on_the_dataset_they_are_given(tmp_path):
+    """The model holds no dataset: V and M steps read the FrameDataset passed in, deterministically per step."""
+    rng = np.random.default_rng(0)
+    for k, n in enumerate((6, 9)):
+        save_episode(tmp_path, k, rng.integers(0, 255, (n + 1, 64, 64, 3)), rng.uniform(0, 1, (n, 3)),
+                     rng.normal(size=n), np.eye(n)[-1])
+    data = FrameDataset(tmp_path)
+    cfg = VAERNNConfig(latent=8)
+    cfg.vae.batch, cfg.rnn.hidden, cfg.rnn.batch, cfg.rnn.seq_len = 4, 16, 3, 5
+
+    def trained():
+        torch.manual_seed(0)
+        model = VAERNN(cfg, OBS, ACT, torch.device("cpu"))
+        logs = [model.train_vae_step(data, 0, i) for i in range(2)]
+        model.encode_dataset(data)
+        logs += [model.train_rnn_step(data, 0, i) for i in range(2)]
+        return model, logs
+
+    model, logs = trained()
+    assert not hasattr(model, "data") and [len(lat["mu"]) for lat in model.latents] == [7, 10]
+    assert logs == trained()[1]  # the same batches: drawn from (seed, stream, step) only
+    assert model.reconstructions(data, n=4).shape == (128, 256, 3)

@@ -1,24 +1,21 @@
 """The World Models controller: a linear map from [z, h] (or z only) to actions, optimised by CMA-ES (``cma``).
 
-A population of P candidates is evaluated as one batch: P x R episodes step together (one env each, held in a
-gymnasium vector env), and V (encode), every candidate's controller and M (advance h) run as single batched
-torch calls per step. In the dream, the same batch steps inside M instead (``VAERNN.dream_step``, temperature
-tau, done head), costing no real env steps. With ``ray.enabled`` the candidates are split into Ray tasks
-(local Ray, or the cluster at ``ray.address``), each evaluating its share as a batch.
+The agent is C and its optimiser: ask / tell and the CMA-ES state (saved as plain values), the map from V's z
+and M's h to actions (``features``, ``actions``), and evaluation in the dream (``evaluate_dream``: the
+population steps inside M through ``VAERNN.initial_latents`` / ``dream_step``, temperature tau, done head,
+costing no real env steps). It creates and steps no env: the evolution loop evaluates candidates in the real
+env (wm/loops/population.py, batched, optionally as Ray tasks configured by ``agent.ray``) and picks their
+episode seeds.
 
 Controller: ``a = W [z, h] + b``. On CarRacing's (steer, gas, brake) box the paper's mapping: steer ``tanh(a0)``,
 gas ``(tanh(a1) + 1) / 2``, brake ``clip(tanh(a2), 0, 1)`` (zero parameters: straight, half gas, no brake). Any
-other box: ``low + (tanh(a) + 1) / 2 * (high - low)`` per dimension; discrete actions ``argmax(a)``. In the real
-env z is sampled from V (``z = mu + sigma * eps``, as the paper; ``agent.sample_z=false`` uses mu), eps from a
-generator seeded by the episode's seed, so a batch of episodes equals the same episodes one at a time.
-Episodes of candidate c, rollout r in generation g start from reset seed ``episode_seed(seed, CONTROLLER, g, r)``:
-all candidates of a generation meet the same R tracks, and a resumed run repeats them exactly.
+other box: ``low + (tanh(a) + 1) / 2 * (high - low)`` per dimension; discrete actions ``argmax(a)``.
+``agent.sample_z`` says whether C sees z sampled from V (the paper) or V's mean in the real env.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
 import types
 from dataclasses import dataclass, field
 from typing import Optional
@@ -37,13 +34,10 @@ import cma.utilities.utils
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from wm.agents.base import Agent
 from wm.config import param, require
-from wm.core.seeds import Z_NOISE, episode_seed
 from wm.data.rollouts import action_size
-from wm.envs.factory import EnvConfig, make_env
 from wm.errors import ConfigError
 
 INPUTS = ("zh", "z")
@@ -92,7 +86,6 @@ class CMAES(Agent):
         self.out_dim = action_size(act_space)
         self.dim = self.out_dim * self.in_dim + self.out_dim
         self.es: cma.CMAEvolutionStrategy | None = None
-        self._vec: SyncVectorEnv | None = None
 
     # ---- CMA-ES -------------------------------------------------------------------------------------------
     def start(self, seed: int) -> None:
@@ -138,48 +131,6 @@ class CMAES(Agent):
             a = low + (t + 1) / 2 * (high - low)
         return a.cpu().numpy().astype(self.act_space.dtype), a
 
-    # ---- evaluation in the real env -----------------------------------------------------------------------
-    def _envs(self, env_cfg: EnvConfig, n: int) -> SyncVectorEnv:
-        if self._vec is None or self._vec.num_envs != n:
-            if self._vec is not None:
-                self._vec.close()
-            self._vec = SyncVectorEnv([lambda: make_env(env_cfg) for _ in range(n)],
-                                      autoreset_mode=AutoresetMode.DISABLED)
-        return self._vec
-
-    @torch.no_grad()
-    def evaluate_real(self, env_cfg: EnvConfig, params: np.ndarray, seeds: list[int], budget: int | None = None,
-                      frames: list | None = None) -> tuple[np.ndarray, int]:
-        """Episode returns of controllers ``params`` (E, D), one episode each from reset seed ``seeds[e]``, all
-        stepping together. Stops every episode once ``budget`` env steps are spent. Returns (returns (E,), steps).
-        ``frames``: if a list, env 0's observations are appended to it (for videos)."""
-        E = len(seeds)
-        vec = self._envs(env_cfg, E)
-        obs, _ = vec.reset(seed=list(seeds))
-        obs = np.array(obs)
-        p = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=self.device)
-        state = self.model.rnn.initial_state(E, self.device)
-        gens = [torch.Generator().manual_seed(episode_seed(s, Z_NOISE)) for s in seeds] if self.cfg.sample_z else None
-        returns, active, steps = np.zeros(E), np.ones(E, bool), 0
-        while active.any() and (budget is None or steps < budget):
-            if frames is not None and active[0]:
-                frames.append(obs[0].copy())
-            noise = None if gens is None else torch.stack(
-                [torch.randn(self.model.cfg.latent, generator=g) for g in gens]).to(self.device)
-            z = self.model.encode(obs, noise)
-            act, a_enc = self.actions(p, self.features(z, state[0][0]))
-            idx = np.flatnonzero(active)
-            if budget is not None:
-                idx = idx[: budget - steps]
-            for i in idx:  # step only the envs whose episode is still running
-                o, r, term, trunc, _ = vec.envs[i].step(act[i])
-                obs[i], returns[i] = o, returns[i] + float(r)
-                if term or trunc:
-                    active[i] = False
-            steps += len(idx)
-            _, state = self.model.rnn.step(z, a_enc, state)
-        return returns, steps
-
     # ---- evaluation in the dream ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate_dream(self, params: np.ndarray, seed: int, tau: float | None = None,
@@ -209,54 +160,11 @@ class CMAES(Agent):
                 break
         return returns.cpu().numpy(), steps
 
-    # ---- evaluation as Ray tasks ------------------------------------------------------------------------------
-    def evaluate_ray(self, env_cfg: EnvConfig, params: np.ndarray, seeds: list[int],
-                     budget: int | None) -> tuple[np.ndarray, int]:
-        """``evaluate_real`` split into ``ray.tasks`` Ray tasks (each with an equal share of the budget)."""
-        import ray
-
-        if not ray.is_initialized():
-            kw = {"address": self.cfg.ray.address} if self.cfg.ray.address else {"num_cpus": self.cfg.ray.num_cpus}
-            ray.init(include_dashboard=False, log_to_driver=False, **kw)
-        blob = ray.put(self.portable())
-        chunks = np.array_split(np.arange(len(seeds)), min(self.cfg.ray.tasks, len(seeds)))
-        share = None if budget is None else budget // len(chunks)
-        task = ray.remote(num_cpus=1)(_evaluate_task)
-        refs = [task.remote(blob, env_cfg, np.asarray(params)[c], [seeds[i] for i in c], share)
-                for c in chunks]
-        out = ray.get(refs)
-        return np.concatenate([r for r, _ in out]), sum(s for _, s in out)
-
-    def portable(self) -> dict:
-        """What a remote worker needs to rebuild this agent and its V + M on the CPU (no dataset): the configs
-        and spaces (Ray moves them as it moves the task itself) and the weights as a torch file."""
-        m = self.model
-        buf = io.BytesIO()
-        torch.save({"vae": m.vae.state_dict(), "rnn": m.rnn.state_dict()}, buf)
-        return {"model_cfg": m.cfg, "agent_cfg": self.cfg, "obs_space": m.obs_space, "act_space": m.act_space,
-                "weights": buf.getvalue()}
-
-
-def rebuild(d: dict) -> CMAES:
-    from wm.models.vae_rnn import VAERNN
-
-    cpu = torch.device("cpu")
-    weights = torch.load(io.BytesIO(d["weights"]), map_location=cpu, weights_only=True)
-    model = VAERNN(d["model_cfg"], d["obs_space"], d["act_space"], cpu)
-    model.vae.load_state_dict(weights["vae"])
-    model.rnn.load_state_dict(weights["rnn"])
-    return CMAES(d["agent_cfg"], d["obs_space"], d["act_space"], model, cpu)
-
 
 def is_carracing_box(space: gym.Space) -> bool:
     """CarRacing's (steer, gas, brake) box, which the paper's controller maps dimension by dimension."""
     return (isinstance(space, gym.spaces.Box) and space.shape == (3,) and np.array_equal(space.low, [-1, 0, 0])
             and np.array_equal(space.high, [1, 1, 1]))
-
-
-def _evaluate_task(blob: dict, env_cfg: EnvConfig, params: np.ndarray, seeds: list[int], budget: int | None):
-    torch.set_num_threads(1)
-    return rebuild(blob).evaluate_real(env_cfg, params, seeds, budget)
 
 
 # ---- the CMA-ES object as plain values ------------------------------------------------------------------------

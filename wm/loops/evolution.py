@@ -14,6 +14,14 @@ controller: every generation, with the CMA-ES object as plain values). ``model.s
 takes a product from an earlier run (its env steps are then not spent, and not counted, here). Products load
 with ``torch.load(weights_only=True)`` (``load_product``): a file from a shared run dir cannot run code.
 
+Who does what: the loop steps every real env (rollouts through wm/data/rollouts.py ``collect``; controller
+evaluations through wm/loops/population.py, batched, or as Ray tasks with ``agent.ray.enabled``), picks the
+episode seeds (wm/core/seeds.py streams) and spends the budgets. It loads the stored rollouts once and passes
+them to the model's stage steps (``train_vae_step(data, ...)``, ``encode_dataset(data)``, ...). The agent
+(wm/agents/cmaes.py) asks and tells CMA-ES, maps (z, h) to actions, and evaluates candidates in the dream.
+Episodes of candidate c, rollout r in generation g start from reset seed ``episode_seed(seed, CONTROLLER, g, r)``:
+all candidates of a generation meet the same R tracks, and a resumed run repeats them exactly.
+
 metrics.jsonl ``step`` is real env steps so far; the V and M stages log at the step count they started at.
 """
 
@@ -22,6 +30,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,7 @@ from wm.errors import ConfigError
 from wm.logging import Logger
 from wm.logging.files import atomic_write, write_json
 from wm.logging.progress import Progress
+from wm.loops.population import PopulationEnvs, evaluate_ray
 from wm.loops.signals import StopFlag
 
 log = logging.getLogger("wm")
@@ -71,6 +81,8 @@ class EvolutionLoop:
         self.resume: dict[str, Any] | None = None
         self.stop: StopFlag | None = None
         self.bar: Progress | None = None
+        self.envs = PopulationEnvs(env_cfg)  # the real envs of every controller evaluation
+        self.data: FrameDataset | None = None  # the stored rollouts, read by the V and M stages
 
     # ---- driver -------------------------------------------------------------------------------------------
     def run(self, resume_state: dict[str, Any] | None = None) -> None:
@@ -100,6 +112,7 @@ class EvolutionLoop:
                 self._checkpoint("done", None)
         finally:
             self.bar.close()
+            self.envs.close()
 
     def _done(self, name: str) -> bool:
         return (self.dir / "stages" / f"{name}.json").exists()
@@ -132,9 +145,9 @@ class EvolutionLoop:
         return src / "rollouts" if src else self.dir / "rollouts"
 
     def _data(self) -> FrameDataset:
-        if self.model.data is None:
-            self.model.data = FrameDataset(self._rollout_dir())
-        return self.model.data
+        if self.data is None:
+            self.data = FrameDataset(self._rollout_dir())
+        return self.data
 
     def _load_product(self, name: str) -> None:
         """A stage done earlier (this run before a resume): load what later stages need."""
@@ -185,12 +198,13 @@ class EvolutionLoop:
         if self._source("vae") is not None:
             self._load_product("vae")
             return
-        m = self.model
-        self._train("vae", sub, m.vae_steps(len(self._data().frames)), m.train_vae_step, m.vae_state, m.load_vae_state)
+        m, data = self.model, self._data()
+        self._train("vae", sub, m.vae_steps(len(data.frames)), partial(m.train_vae_step, data), m.vae_state,
+                    m.load_vae_state)
         self._save(self.dir / "vae.pt", self.model.vae_state())
         path = self.dir / "media" / "vae_reconstructions.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        imageio.imwrite(path, self.model.reconstructions())
+        imageio.imwrite(path, self.model.reconstructions(data))
         self.logger.log_file("media/vae_reconstructions", path, "image", self.step)
 
     def _train(self, name: str, sub, total: int, step_fn, state_fn, load_fn) -> None:
@@ -222,8 +236,9 @@ class EvolutionLoop:
             self._load_product("mdnrnn")
             return
         m, data = self.model, self._data()
-        m.encode_dataset()
-        self._train("rnn", sub, m.rnn_steps(data.steps), m.train_rnn_step, m.rnn_state, m.load_rnn_state)
+        m.encode_dataset(data)
+        self._train("rnn", sub, m.rnn_steps(data.steps), partial(m.train_rnn_step, data), m.rnn_state,
+                    m.load_rnn_state)
         self._save(self.dir / "mdnrnn.pt", self.model.rnn_state())
         self._dream_video()
 
@@ -248,9 +263,8 @@ class EvolutionLoop:
     # ---- stage 4: C ---------------------------------------------------------------------------------------
     def _stage_controller(self, sub) -> None:
         a, cfg = self.agent, self.agent.cfg
-        if cfg.dream and self.model.latents is None:
-            self._data()
-            self.model.encode_dataset()
+        if cfg.dream and self.model.latents is None:  # dreams start from z of stored first frames
+            self.model.encode_dataset(self._data())
         if sub is None:
             a.start(self.s.seed)
             sub = {"gen": 0, "last_cost": 0, "best": None, "es": None}
@@ -321,9 +335,10 @@ class EvolutionLoop:
         return score
 
     def _evaluate(self, params: np.ndarray, seeds: list[int], budget: int | None):
+        """Returns of controllers ``params`` in the real env, one episode per seed, and the env steps spent."""
         if self.agent.cfg.ray.enabled:
-            return self.agent.evaluate_ray(self.env_cfg, params, seeds, budget)
-        return self.agent.evaluate_real(self.env_cfg, params, seeds, budget)
+            return evaluate_ray(self.model, self.agent, self.env_cfg, params, seeds, budget)
+        return self.envs.evaluate(self.model, self.agent, params, seeds, budget)
 
     def _spend(self, used: int) -> None:
         self.spent["controller"] += used
@@ -338,8 +353,8 @@ class EvolutionLoop:
         params = np.asarray(self.best["params"])
         for start in range(0, n, wave):
             seeds = [episode_seed(self.s.seed, EVAL, k) for k in range(start, min(n, start + wave))]
-            r, _ = self.agent.evaluate_real(self.env_cfg, np.repeat(params[None], len(seeds), 0), seeds,
-                                            frames=frames if start == 0 else None)
+            r, _ = self.envs.evaluate(self.model, self.agent, np.repeat(params[None], len(seeds), 0), seeds,
+                                      frames=frames if start == 0 else None)
             rets.extend(r.tolist())
         self.logger.log({"eval/return_mean": float(np.mean(rets)), "eval/return_std": float(np.std(rets)),
                          "eval/episodes": n, "eval/seconds": time.time() - t0,

@@ -3,8 +3,9 @@ predicts p(z_{t+1} | z_t, a_t, h_t) as a mixture of Gaussians, and a small contr
 acts on [z, h]. Trained by the evolution loop (wm/loops/evolution.py) in stages: random rollouts -> V -> M -> C.
 
 Shapes: frames (B, 3, 64, 64) float in [0, 1]; z (B, latent); actions (B, A) (one-hot for discrete);
-M's state (h, c) each (B, hidden). ``train_vae_step`` / ``train_rnn_step`` draw their batch from a numpy
-generator seeded by (seed, stage, step), so a stage resumed from a checkpoint continues exactly.
+M's state (h, c) each (B, hidden). The model holds no dataset: the loop passes its rollouts (a FrameDataset) to
+``train_vae_step`` / ``train_rnn_step`` / ``encode_dataset``; the steps draw their batch from a numpy generator
+seeded by (seed, stage, step), so a stage resumed from a checkpoint continues exactly.
 
 Paper architecture: V's encoder is 4 stride-2 4x4 convs (32, 64, 128, 256 channels, ReLU) -> 1024 -> mu, logvar
 (z = 32); the decoder is a dense layer to 1024 then 4 stride-2 deconvs (5, 5, 6, 6 kernels; 128, 64, 32, 3
@@ -209,8 +210,7 @@ class VAERNN(WorldModel):
         self.rnn = MDNRNN(cfg.latent, self.actions, r.hidden, r.mixtures, r.reward_head, r.done_head).to(device)
         self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=cfg.vae.lr)
         self.rnn_opt = torch.optim.Adam(self.rnn.parameters(), lr=cfg.rnn.lr)
-        self.data: FrameDataset | None = None
-        self.latents: list[dict[str, np.ndarray]] | None = None
+        self.latents: list[dict[str, np.ndarray]] | None = None  # per stored episode, set by encode_dataset
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, act_space: gym.Space) -> str | None:
@@ -253,30 +253,32 @@ class VAERNN(WorldModel):
         v = self.cfg.vae
         return capped(max(v.min_steps, math.ceil(v.epochs * frames / v.batch)), v.max_steps)
 
-    def train_vae_step(self, seed: int, step: int) -> dict[str, float]:
+    def train_vae_step(self, data: FrameDataset, seed: int, step: int) -> dict[str, float]:
+        """One optimizer step of V on a minibatch of ``data.frames``."""
         rng = np.random.default_rng([seed, VAE_STREAM, step])
-        idx = rng.integers(len(self.data.frames), size=self.cfg.vae.batch)
-        loss, logs = self.vae.loss(self.to_input(self.data.frames[idx]), self.cfg.vae.kl_tolerance)
+        idx = rng.integers(len(data.frames), size=self.cfg.vae.batch)
+        loss, logs = self.vae.loss(self.to_input(data.frames[idx]), self.cfg.vae.kl_tolerance)
         self.vae_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.vae_opt.step()
         return logs
 
     @torch.no_grad()
-    def reconstructions(self, n: int = 8) -> np.ndarray:
-        """An image: n evenly spaced stored frames (top row) and their reconstructions from mu (bottom)."""
-        idx = np.linspace(0, len(self.data.frames) - 1, n).astype(int)
-        x = self.data.frames[idx]
+    def reconstructions(self, data: FrameDataset, n: int = 8) -> np.ndarray:
+        """An image: n evenly spaced frames of ``data`` (top row) and their reconstructions from mu (bottom)."""
+        idx = np.linspace(0, len(data.frames) - 1, n).astype(int)
+        x = data.frames[idx]
         rec = self.vae.decode(self.encode(x)).clamp(0, 1).mul(255).byte()
         rec = rearrange(rec, "b c h w -> b h w c").cpu().numpy()
         return np.concatenate([np.concatenate(list(x), 1), np.concatenate(list(rec), 1)], 0)
 
     # ---- stage 3: M ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_dataset(self, batch: int = 256) -> None:
-        """mu and logvar of every stored frame, per episode (M trains on z sampled from them, as the paper)."""
+    def encode_dataset(self, data: FrameDataset, batch: int = 256) -> None:
+        """mu and logvar of every frame of ``data``, per episode, kept as ``latents``: M trains on z sampled from
+        them (as the paper), and dreams start from their first frames."""
         self.latents = []
-        for ep in self.data.episodes:
+        for ep in data.episodes:
             parts = [self.vae.encode(self.to_input(ep["obs"][i:i + batch])) for i in range(0, len(ep["obs"]), batch)]
             mu = torch.cat([p[0] for p in parts]).cpu().numpy()
             logvar = torch.cat([p[1] for p in parts]).cpu().numpy()
@@ -286,16 +288,17 @@ class VAERNN(WorldModel):
         r = self.cfg.rnn
         return capped(max(r.min_steps, math.ceil(r.epochs * steps / (r.batch * r.seq_len))), r.max_steps)
 
-    def train_rnn_step(self, seed: int, step: int) -> dict[str, float]:
+    def train_rnn_step(self, data: FrameDataset, seed: int, step: int) -> dict[str, float]:
+        """One optimizer step of M on sequences of ``data``'s episodes (z from ``latents``: encode_dataset first)."""
         r = self.cfg.rnn
         rng = np.random.default_rng([seed, RNN_STREAM, step])
         L = r.seq_len
         z = np.zeros((r.batch, L + 1, self.cfg.latent), np.float32)
         a = np.zeros((r.batch, L, self.actions), np.float32)
         rew, done, mask = (np.zeros((r.batch, L), np.float32) for _ in range(3))
-        lengths = np.array([len(e["action"]) for e in self.data.episodes])
+        lengths = np.array([len(e["action"]) for e in data.episodes])
         for b, e in enumerate(rng.choice(len(lengths), size=r.batch, p=lengths / lengths.sum())):
-            ep, lat = self.data.episodes[e], self.latents[e]
+            ep, lat = data.episodes[e], self.latents[e]
             start = int(rng.integers(max(1, lengths[e] - L + 1)))
             n = min(L, lengths[e] - start)
             mu, logvar = lat["mu"][start:start + n + 1], lat["logvar"][start:start + n + 1]
