@@ -350,24 +350,38 @@ def bench_stable(args) -> None:
     name = "dreamer_cartpole_stable"
     ov = ["experiment=dreamer_cartpole", "eval.every=1000", "eval.episodes=10", "eval.envs=10"]
 
-    def one(seed: int) -> dict[str, Any]:
-        run_dir = RUNS / name / f"seed{seed}"
-        cpu_file = run_dir.parent / f"seed{seed}.cpu.json"
-        cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
-        for target in (args.steps, args.long_steps):
-            if (run_dir / "summary.json").exists():
-                summary = read_run(run_dir)["summary"]
-                if summary["status"] == "completed" and summary["steps"] >= target:
-                    continue
-            resume = ["resume=true"] if (run_dir / "checkpoints").exists() else []
-            rec = train_seed(name, [*ov, f"total_steps={target}", *resume], seed, THRESHOLD, lock=False)
-            cpu[str(target)] = cpu.get(str(target), 0) + rec["cpu_seconds"]
+    def run_dir(seed: int) -> Path:
+        return RUNS / name / f"seed{seed}"
+
+    def phase(seed: int, target: int) -> None:
+        """Train (or resume) one seed's run up to `target` env steps, unless it got there already."""
+        rd = run_dir(seed)
+        if (rd / "summary.json").exists():
+            summary = read_run(rd)["summary"]
+            if summary["status"] == "completed" and summary["steps"] >= target:
+                return
+        cpu_file = rd.parent / f"seed{seed}.cpu.json"
+        resume = ["resume=true"] if (rd / "checkpoints").exists() else []
+        rec = train_seed(name, [*ov, f"total_steps={target}", *resume], seed, THRESHOLD, lock=False)
+        with lock:
+            cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
+            cpu[str(target)] = round(cpu.get(str(target), 0) + rec["cpu_seconds"], 2)
             cpu_file.write_text(json.dumps(cpu) + "\n")
-        points = curve(read_run(run_dir)["rows"])
+
+    def record(seed: int) -> dict[str, Any] | None:
+        rd = run_dir(seed)
+        if not (rd / "metrics.jsonl").exists():
+            return None
+        points = curve(read_run(rd)["rows"])
+        cpu_file = rd.parent / f"seed{seed}.cpu.json"
+        cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
         after = [v for s, v in points if s > args.steps]
-        return {"seed": seed, "curve": points, "cpu_seconds": round(sum(cpu.values()), 1), "cpu_seconds_by_phase": cpu,
-                "at_short": {k: v for k, v in with_final({"curve": points}, upto=args.steps).items() if k != "curve"},
-                "final_mean_last3_long": final_mean(points), "min_eval_after_short": min(after, default=None),
+        short = with_final({"curve": points}, upto=args.steps)
+        return {"seed": seed, "steps_done": points[-1][0] if points else 0, "curve": points,
+                "cpu_seconds": round(sum(cpu.values()), 1), "cpu_seconds_by_phase": cpu,
+                "at_short": {k: v for k, v in short.items() if k != "curve"},
+                "final_mean_last3_long": final_mean(points) if after else None,
+                "min_eval_after_short": min(after, default=None),
                 "evals_after_short_ge_450": sum(v >= 450 for v in after), "evals_after_short": len(after),
                 "stability_long": stability(points)}
 
@@ -392,18 +406,18 @@ def bench_stable(args) -> None:
             "seeds": recs})
         plot_curves("dreamer_stable", {"Dreamer (experiment=dreamer_cartpole)": recs}, THRESHOLD)
 
-    recs: list[dict] = []
     lock = threading.Lock()
 
-    def job(seed: int) -> None:
-        rec = one(seed)
+    def job(seed_target: tuple[int, int]) -> None:
+        phase(*seed_target)
         with lock:
-            recs.append(rec)
-            write(recs)
+            write([r for r in map(record, args.seeds) if r is not None])
 
-    with ThreadPoolExecutor(args.parallel) as pool:
-        list(pool.map(job, args.seeds))
-    write(recs, complete=True)
+    # every seed to the short budget first (the 10k figures come early), then each on to the long one
+    for target in (args.steps, args.long_steps):
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(job, [(seed, target) for seed in args.seeds]))
+    write([record(seed) for seed in args.seeds], complete=True)
 
 
 SECTIONS = {"dreamer": bench_dreamer, "stable": bench_stable, "planet": bench_planet, "carracing": bench_carracing, "speed": bench_speed,
