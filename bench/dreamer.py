@@ -407,6 +407,9 @@ def bench_stable(args) -> None:
         plot_curves("dreamer_stable", {"Dreamer (experiment=dreamer_cartpole)": recs}, THRESHOLD)
 
     lock = threading.Lock()
+    if args.write_only:  # results from the run dirs as they are (a study stopped part way), no training
+        write([r for r in map(record, args.seeds) if r is not None])
+        return
 
     def job(seed_target: tuple[int, int]) -> None:
         phase(*seed_target)
@@ -436,6 +439,8 @@ def main() -> None:
     p.add_argument("--carracing-steps", type=int, default=4000)
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--snapshot", action="store_true", help="write results from run dirs in progress and exit")
+    p.add_argument("--write-only", action="store_true",
+                   help="stable: write dreamer_stable.json from its run dirs as they are and exit (no training)")
     p.add_argument("--reuse", action="store_true", help="keep completed seed run dirs of the same command")
     p.add_argument("--carracing-partial", action="store_true",
                    help="write dreamer_carracing.json from a CarRacing run dir that was stopped early and exit")
@@ -447,6 +452,9 @@ def main() -> None:
         return
     if args.carracing_partial:
         carracing_partial(args)
+        return
+    if args.write_only:
+        bench_stable(args)
         return
     if args.parallel > 1:
         os.environ["OMP_NUM_THREADS"] = "1"  # one torch thread per concurrent seed
