@@ -6,9 +6,10 @@
     python -m bench.dreamer --only carracing      # Dreamer on CarRacing-v3 pixels at a small CPU budget
     python -m bench.dreamer --only speed          # time per update at the default size + profile
     python -m bench.dreamer --only timing         # one Dreamer seed alone: wall time of the 10k steps
+    python -m bench.dreamer --only stable --parallel 2  # Dreamer 5 seeds to 10k, then the same runs on to 30k
 
 Results: bench/results/dreamer.json (+ .png), dreamer_planet.json, dreamer_carracing.json,
-dreamer_speed.json, dreamer_timing.json. The whole benchmark holds /tmp/wm-bench.lock; `--parallel 2` runs two seeds at a time
+dreamer_speed.json, dreamer_timing.json, dreamer_stable.json (+ .png). The whole benchmark holds /tmp/wm-bench.lock; `--parallel 2` runs two seeds at a time
 (one torch thread each) so a 2-core machine is used fully; wall times are per seed either way.
 """
 
@@ -39,6 +40,8 @@ from bench.common import (
 )
 
 THRESHOLD = 475.0
+LAST_K = 3  # final performance: the mean of the last LAST_K evaluations
+STAY = 0.95  # stability: an evaluation after the first at the threshold counts as staying if >= STAY x threshold
 
 
 REUSE = False  # --reuse: keep completed run dirs (same overrides) instead of training again
@@ -79,9 +82,42 @@ def run_seeds(name: str, overrides: list[str], seeds: list[int], parallel: int, 
     return run_jobs([(name, overrides, s) for s in seeds], parallel, **kw)[name]
 
 
+def final_mean(points: list[list[float]], upto: float | None = None, k: int = LAST_K) -> float | None:
+    """Final performance: the mean of the last k evaluations (at steps <= upto)."""
+    vals = [v for s, v in points if upto is None or s <= upto][-k:]
+    return round(sum(vals) / len(vals), 2) if vals else None
+
+
+def iqm(values: list[float | None]) -> float | None:
+    """Interquartile mean over seeds (rliable's IQM: the mean of the middle 50%, a quarter cut each side)."""
+    vals = sorted(v for v in values if v is not None)
+    cut = len(vals) // 4
+    mid = vals[cut:len(vals) - cut]
+    return round(sum(mid) / len(mid), 2) if mid else None
+
+
+def stability(points: list[list[float]], threshold: float = THRESHOLD) -> float | None:
+    """Fraction of the evaluations after the first at the threshold that stay within 5% of it (None: the
+    threshold was never reached, or nothing was evaluated after)."""
+    first = next((i for i, (_, v) in enumerate(points) if v >= threshold), None)
+    after = [v for _, v in points[first + 1:]] if first is not None else []
+    return round(sum(v >= STAY * threshold for v in after) / len(after), 3) if after else None
+
+
+def with_final(rec: dict[str, Any], upto: float | None = None) -> dict[str, Any]:
+    """A seed's record plus final performance and stability (of its curve up to `upto`)."""
+    points = [p for p in rec["curve"] if upto is None or p[0] <= upto]
+    return {**rec, "final_mean_last3": final_mean(points), "stability": stability(points),
+            "steps_to_threshold": first_step_at(points, THRESHOLD)}
+
+
 def summarise(seeds: list[dict]) -> dict[str, Any]:
+    seeds = [with_final(r) for r in seeds]
     reached = [r["steps_to_threshold"] for r in seeds]
     return {
+        "final_mean_last3_iqm": iqm([r["final_mean_last3"] for r in seeds]),
+        "final_mean_last3": spread([r["final_mean_last3"] for r in seeds]),
+        "stability": spread([r["stability"] for r in seeds]),
         "seeds_reaching_threshold": sum(r is not None for r in reached), "n_seeds": len(seeds),
         "steps_to_threshold": spread(reached), "final_return": spread([r["final"] for r in seeds]),
         "best_return": spread([r["best"] for r in seeds]),
@@ -305,21 +341,106 @@ def snapshot(args) -> None:
                             **({"DQN": groups["dqn_cartpole_10k"]} if groups["dqn_cartpole_10k"] else {})}, THRESHOLD)
 
 
-SECTIONS = {"dreamer": bench_dreamer, "planet": bench_planet, "carracing": bench_carracing, "speed": bench_speed,
+def bench_stable(args) -> None:
+    """Once solved, stays solved (issue 24): Dreamer seeds to `--steps` (10k), then the same runs resumed on
+    to `--long-steps` (30k). Reported: final performance at 10k (mean of the last 3 evals, IQM over seeds),
+    steps to 475, and after 10k the lowest evaluation and the fraction of evaluations that stay >= 95% of
+    475. Resumable: rerun the same command and completed phases are kept, a stopped phase resumes from its
+    last checkpoint (every 2,500 steps); CPU seconds are summed over the phases a seed ran."""
+    name = "dreamer_cartpole_stable"
+    ov = ["experiment=dreamer_cartpole", "eval.every=1000", "eval.episodes=10", "eval.envs=10"]
+
+    def run_dir(seed: int) -> Path:
+        return RUNS / name / f"seed{seed}"
+
+    def phase(seed: int, target: int) -> None:
+        """Train (or resume) one seed's run up to `target` env steps, unless it got there already."""
+        rd = run_dir(seed)
+        if (rd / "summary.json").exists():
+            summary = read_run(rd)["summary"]
+            if summary["status"] == "completed" and summary["steps"] >= target:
+                return
+        cpu_file = rd.parent / f"seed{seed}.cpu.json"
+        resume = ["resume=true"] if (rd / "checkpoints").exists() else []
+        rec = train_seed(name, [*ov, f"total_steps={target}", *resume], seed, THRESHOLD, lock=False)
+        with lock:
+            cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
+            cpu[str(target)] = round(cpu.get(str(target), 0) + rec["cpu_seconds"], 2)
+            cpu_file.write_text(json.dumps(cpu) + "\n")
+
+    def record(seed: int) -> dict[str, Any] | None:
+        rd = run_dir(seed)
+        if not (rd / "metrics.jsonl").exists():
+            return None
+        points = curve(read_run(rd)["rows"])
+        cpu_file = rd.parent / f"seed{seed}.cpu.json"
+        cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
+        after = [v for s, v in points if s > args.steps]
+        short = with_final({"curve": points}, upto=args.steps)
+        return {"seed": seed, "steps_done": points[-1][0] if points else 0, "curve": points,
+                "cpu_seconds": round(sum(cpu.values()), 1), "cpu_seconds_by_phase": cpu,
+                "at_short": {k: v for k, v in short.items() if k != "curve"},
+                "final_mean_last3_long": final_mean(points) if after else None,
+                "min_eval_after_short": min(after, default=None),
+                "evals_after_short_ge_450": sum(v >= 450 for v in after), "evals_after_short": len(after),
+                "stability_long": stability(points)}
+
+    def write(recs: list[dict], complete: bool = False) -> None:
+        recs = sorted(recs, key=lambda r: r["seed"])
+        short = [r["at_short"] for r in recs]
+        write_results("dreamer_stable", {
+            "command": f"python -m bench.dreamer --only stable --parallel {args.parallel} --steps {args.steps} "
+                       f"--long-steps {args.long_steps} --seeds {' '.join(map(str, args.seeds))}",
+            "complete": complete, "overrides": ov, "threshold": THRESHOLD, "stay_fraction": STAY,
+            "budget": {"env_steps": args.steps, "long_env_steps": args.long_steps, "eval_every": 1000,
+                       "eval_episodes": 10},
+            "summary": {
+                "final_mean_last3_iqm_at_short": iqm([r["final_mean_last3"] for r in short]),
+                "seeds_reaching_threshold_by_short": sum(r["steps_to_threshold"] is not None for r in short),
+                "steps_to_threshold": [r["steps_to_threshold"] for r in short],
+                "final_mean_last3_iqm_at_long": iqm([r["final_mean_last3_long"] for r in recs]),
+                "min_eval_after_short": min((r["min_eval_after_short"] for r in recs
+                                             if r["min_eval_after_short"] is not None), default=None),
+                "stability_long": spread([r["stability_long"] for r in recs]),
+                "cpu_seconds": spread([r["cpu_seconds"] for r in recs]), "n_seeds": len(recs)},
+            "seeds": recs})
+        plot_curves("dreamer_stable", {"Dreamer (experiment=dreamer_cartpole)": recs}, THRESHOLD)
+
+    lock = threading.Lock()
+    if args.write_only:  # results from the run dirs as they are (a study stopped part way), no training
+        write([r for r in map(record, args.seeds) if r is not None])
+        return
+
+    def job(seed_target: tuple[int, int]) -> None:
+        phase(*seed_target)
+        with lock:
+            write([r for r in map(record, args.seeds) if r is not None])
+
+    # every seed to the short budget first (the 10k figures come early), then each on to the long one
+    for target in (args.steps, args.long_steps):
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(job, [(seed, target) for seed in args.seeds]))
+    write([record(seed) for seed in args.seeds], complete=True)
+
+
+SECTIONS = {"dreamer": bench_dreamer, "stable": bench_stable, "planet": bench_planet, "carracing": bench_carracing, "speed": bench_speed,
             "timing": bench_timing}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    p.add_argument("--only", nargs="+", choices=list(SECTIONS), default=[s for s in SECTIONS if s != "stable"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--long-steps", type=int, default=30_000, help="stable: the same runs resumed on to this")
     p.add_argument("--no-dqn", action="store_true")
     p.add_argument("--planet-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--planet-steps", type=int, default=3000)
     p.add_argument("--carracing-steps", type=int, default=4000)
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--snapshot", action="store_true", help="write results from run dirs in progress and exit")
+    p.add_argument("--write-only", action="store_true",
+                   help="stable: write dreamer_stable.json from its run dirs as they are and exit (no training)")
     p.add_argument("--reuse", action="store_true", help="keep completed seed run dirs of the same command")
     p.add_argument("--carracing-partial", action="store_true",
                    help="write dreamer_carracing.json from a CarRacing run dir that was stopped early and exit")
@@ -331,6 +452,9 @@ def main() -> None:
         return
     if args.carracing_partial:
         carracing_partial(args)
+        return
+    if args.write_only:
+        bench_stable(args)
         return
     if args.parallel > 1:
         os.environ["OMP_NUM_THREADS"] = "1"  # one torch thread per concurrent seed

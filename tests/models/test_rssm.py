@@ -172,3 +172,25 @@ def test_pixel_envs_end_to_end(tmp_path, env):
     assert any("eval/return_mean" in r for r in rows)
     assert list((run / "videos").glob("open_loop_*"))  # real vs imagined frames
     assert any("model/open_loop" in r for r in rows)  # registered with the logger (and so W&B)
+
+
+def test_terminal_weight_scales_only_terminal_rows():
+    """model.terminal_weight multiplies the continue loss of terminal rows and leaves the others alone."""
+    torch.manual_seed(0)
+    env, rep = cartpole_replay()
+    batch = rep.sample_sequences(4, 8)
+    batch["is_terminal"][:] = False
+    batch["is_terminal"][0, -1] = batch["is_terminal"][2, 3] = True
+    models = {w: RSSM(replace(TINY, terminal_weight=w), env.observation_space, env.action_space) for w in (1.0, 3.0, 5.0)}
+    for m in models.values():
+        m.load_state_dict(models[1.0].state_dict())
+
+    def cont_loss(w, b):
+        torch.manual_seed(1)  # the same posterior samples for every weight
+        return models[w].loss(b)[1]["model/cont_loss"]
+
+    c1, c3, c5 = (cont_loss(w, batch) for w in (1.0, 3.0, 5.0))
+    assert c5 > c3 > c1
+    assert c5 - c1 == pytest.approx(2 * (c3 - c1), rel=1e-4)  # linear in (w - 1): terminal rows only
+    batch["is_terminal"][:] = False
+    assert cont_loss(5.0, batch) == pytest.approx(cont_loss(1.0, batch), rel=1e-6)

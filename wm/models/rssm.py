@@ -76,6 +76,7 @@ class RSSM(WorldModel):
         eps: float = param(1e-8, gt=0)
         grad_clip: float = param(1000.0, gt=0)
         video: bool = True  # pixel envs: open-loop video (real | imagined | error) after each evaluation
+        terminal_weight: float = param(1.0, gt=0)  # continue loss weight of terminal rows (1: the papers)
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, device: Any = "cpu"):
         super().__init__()
@@ -239,7 +240,8 @@ class RSSM(WorldModel):
         rew_dist = self.reward(feat)
         rew_loss = -rew_dist.log_prob(reward)
         cont_target = 1.0 - batch["is_terminal"].to(self.device).float()
-        cont_loss = -self.cont(feat).log_prob(cont_target)
+        # rare terminals (CartPole's cart leaving the track: ~1 row in 1,000) are otherwise never learned
+        cont_loss = -self.cont(feat).log_prob(cont_target) * (1 + (c.terminal_weight - 1) * (1 - cont_target))
         post_stats = {k: v for k, v in post.items() if k not in ("deter", "stoch")}
         if c.kl_balance:
             dyn = self.kl(post_stats, prior, sg_post=True, sg_prior=False)
