@@ -22,7 +22,7 @@ CASES = [
     (["total_steps=-5"], "total_steps: must be > 0 (got -5)"),
     (["total_steps=0"], "total_steps: must be > 0 (got 0)"),
     (["eval.episodes=0"], "eval.episodes: must be > 0"),
-    (["agent.update.every=0"], "agent.update.every: must be > 0"),
+    (["agent=dqn", "model=none", "agent.update.every=0"], "agent.update.every: must be > 0"),
     (["env.num_envs=0"], "env.num_envs: must be > 0"),
     (["device=cpu", "device.threads=-1"], "device.threads: must be >= 0"),
     (["env.id=NoSuchEnv-v0"], "env.id='NoSuchEnv-v0'"),

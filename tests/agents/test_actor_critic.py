@@ -67,7 +67,7 @@ def test_reinforce_gradients_stop_at_model():
     m.train_step(rep, 0)
     m.opt.zero_grad(set_to_none=True)
     before = copy.deepcopy(m.state_dict())
-    feats = a.imagine({k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()})
+    feats = a.imagine(m.posteriors.starts()[0])
     feats = feats[0]
     assert a.grad_mode == "reinforce" and not feats.requires_grad and feats.shape[0] == TINY_A.horizon + 1
     actor_before = [p.clone() for p in a.actor.parameters()]
@@ -93,7 +93,7 @@ def test_dynamics_gradients_flow_through_model_into_actor():
     assert a.grad_mode == "dynamics"
     m.train_step(rep, 0)
     m.opt.zero_grad(set_to_none=True)
-    start = {k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()}
+    start = m.posteriors.starts()[0]
     m.requires_grad_(False)
     feats, actions = a.imagine(start)[:2]
     assert feats.requires_grad and actions.requires_grad
@@ -135,6 +135,7 @@ def test_dynamics_actor_gets_critic_gradient_under_constant_reward(monkeypatch):
         orig()
 
     monkeypatch.setattr(a.actor_opt, "step", spy)
+    m.posteriors = m.infer(rep.sample_sequences(m.cfg.batch, m.cfg.length))  # imagine without an update
     out = a.train_step(rep, 0)
     assert out["agent/imag_reward"] == pytest.approx(0.0, abs=1e-6)  # the reward really is constant
     norm = torch.sqrt(sum((g ** 2).sum() for g in seen["actor"]))
@@ -156,6 +157,7 @@ def test_dynamics_actor_gradient_follows_the_critic():
             a.slow_critic.load_state_dict(a.critic.state_dict())
         torch.manual_seed(2)
         a.actor_opt.step = lambda: None  # keep the gradient, skip the update
+        m.posteriors = m.infer(rep.sample_sequences(m.cfg.batch, m.cfg.length))
         a.train_step(rep, 0)
         grads.append(torch.cat([p.grad.flatten() for p in a.actor.parameters()]))
     assert grads[0].norm() > 1e-4
@@ -170,7 +172,7 @@ def test_imagined_actions_stay_in_the_box(actor_grad):
     torch.manual_seed(0)
     _env, rep, m, a = make("Pendulum-v1", latent="gaussian", actor_grad=actor_grad)
     m.train_step(rep, 0)
-    start = {k: v.reshape(-1, v.shape[-1]) for k, v in m.last_states.items()}
+    start = m.posteriors.starts()[0]
     m.requires_grad_(False)
     out = a.imagine(start)
     m.requires_grad_(True)
@@ -260,7 +262,7 @@ def test_dreamer_run_resumes_exactly(tmp_path):
     run = ["model=rssm", "agent=actor_critic", "model.batch=4", "model.length=8", "model.deter=16",
            "model.hidden=16", "model.units=16", "model.groups=4", "model.classes=4", "agent.units=16",
            "agent.horizon=4", "agent.starts=16", "agent.prefill=40", "model.update.start=40",
-           "agent.update.start=40", "model.update.every=8", "agent.update.every=8", "eval.every=40",
+           "model.update.every=8", "eval.every=40",
            "eval.episodes=1", "eval.envs=1", "checkpoint.every=40", "log_every=40"]
     env = {"OMP_NUM_THREADS": "1"}
     full, part = tmp_path / "full", tmp_path / "part"

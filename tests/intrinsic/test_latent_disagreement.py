@@ -106,8 +106,8 @@ def test_dynamics_gradients_reach_the_imagined_states_not_the_members():
 TINY = ["experiment=dreamer_p2e_gridworld", "device=cpu", "device.threads=1", "progress=false", "total_steps=640",
         "env.kwargs.height=5", "env.kwargs.width=5", "env.kwargs.goal=[4,4]", "env.max_episode_steps=20",
         "intrinsic.coverage_bins=5", "eval.every=320", "checkpoint.every=320", "log_every=160",
-        "agent.prefill=160", "agent.update.start=160", "model.update.start=160", "model.update.every=16",
-        "agent.update.every=16", "model.batch=4", "model.length=8", "model.deter=16", "model.hidden=16",
+        "agent.prefill=160", "model.update.start=160", "model.update.every=16",
+        "model.batch=4", "model.length=8", "model.deter=16", "model.hidden=16",
         "model.units=16", "model.groups=4", "model.classes=4", "agent.units=16", "agent.horizon=5",
         "agent.starts=32", "intrinsic.hidden=[16]", "intrinsic.members=3"]
 

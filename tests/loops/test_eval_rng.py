@@ -11,7 +11,7 @@ from wm import checkpoint
 DREAMER = ["model=rssm", "agent=actor_critic", "model.batch=4", "model.length=8", "model.deter=16",
            "model.hidden=16", "model.units=16", "model.groups=4", "model.classes=4", "agent.units=16",
            "agent.horizon=4", "agent.starts=16", "agent.prefill=40", "model.update.start=40",
-           "agent.update.start=40", "model.update.every=8", "agent.update.every=8", "eval.episodes=2",
+           "model.update.every=8", "eval.episodes=2",
            "eval.envs=2", "checkpoint.every=1000", "log_every=40", "total_steps=240"]
 
 

@@ -43,7 +43,10 @@ def test_shapes_and_losses(latent):
         z = post["stoch"].reshape(4, 8, 4, 4)
         assert torch.allclose(z.sum(-1), torch.ones(4, 8, 4))
     out = m.train_step(rep, 0)
-    assert m.last_states["deter"].shape == (4, 8, 32) and not m.last_states["deter"].requires_grad
+    post = m.posteriors
+    assert post.states["deter"].shape == (4, 8, 32) and not post.states["deter"].requires_grad
+    start, cont = post.starts()
+    assert start["deter"].shape == (32, 32) and cont.shape == (32,)
     assert out["model/grad_norm"] > 0
 
 
@@ -118,7 +121,7 @@ def test_pixels_shapes_and_video(tmp_path, latent):
                 1.0, t % 10 == 0, False, False)
     out = m.train_step(rep, 0)
     assert np.isfinite(out["model/loss"])
-    vid = m.open_loop(m.last_batch, context=3, n=2)
+    vid = m.open_loop(m.posteriors.batch, context=3, n=2)
     assert vid.shape == (8, 2 * 64, 3 * 64, 3) and vid.dtype == np.uint8
     m.artifacts(tmp_path)
     assert list((tmp_path / "videos").iterdir())
@@ -153,7 +156,7 @@ def test_world_model_learns_cartpole(latent):
 TINY_RUN = ["model=rssm", "agent=actor_critic", "model.batch=2", "model.length=8", "model.deter=16",
             "model.hidden=16", "model.units=16", "model.groups=4", "model.classes=4", "model.cnn_depth=4",
             "agent.units=16", "agent.horizon=3", "agent.starts=8", "agent.prefill=20", "model.update.start=20",
-            "agent.update.start=20", "model.update.every=10", "agent.update.every=10", "eval.every=40",
+            "model.update.every=10", "eval.every=40",
             "eval.episodes=1", "eval.envs=1", "checkpoint.every=40", "log_every=20", "total_steps=80",
             "+env.max_episode_steps=25", "env.num_envs=2"]
 

@@ -1,7 +1,8 @@
 """Dreamer actor-critic learned in imagination on top of wm.models.rssm.RSSM.
 
-Each update starts imagined rollouts of `horizon` steps from every posterior state of the world model's
-latest training batch (B*L starts), computes lambda-returns from predicted rewards, continues and the
+One update after each world-model update (``after_model_update``: the model's schedule is the only one)
+starts imagined rollouts of `horizon` steps from the posterior states the model offers (``RSSM.posteriors``:
+its latest training batch, B*L starts), computes lambda-returns from predicted rewards, continues and the
 (slow) critic, then updates
 - the actor: REINFORCE with advantages normalised by the 5-95 percentile return range (DreamerV3) for
   discrete actions, or backpropagation through the learned dynamics (DreamerV1) for continuous ones
@@ -20,7 +21,7 @@ posteriors each update and adds ``scale`` x its normalised disagreement to the i
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -32,7 +33,6 @@ from torch import nn
 from wm.agents.base import Agent
 from wm.config import param, require
 from wm.core.nets import adam, mlp
-from wm.core.schedule import Schedule
 from wm.models import dists
 from wm.models.dists import HEADS
 from wm.models.nets import zero_last
@@ -63,7 +63,6 @@ class ActorCritic(Agent):
     @dataclass
     class Config:
         name: str = param("actor_critic", free="the option's name")
-        update: Schedule = field(default_factory=lambda: Schedule(every=8, updates=1, start=500))
         prefill: int = param(500, ge=0)  # uniform random env steps before the policy acts
         horizon: int = param(15, gt=0)
         gamma: float = param(0.99, ge=0, le=1)
@@ -208,24 +207,20 @@ class ActorCritic(Agent):
         finally:
             self.critic.requires_grad_(True)
 
+    def after_model_update(self, replay, step: int) -> dict[str, float]:
+        """One actor-critic update after each world-model update (the model's schedule is the only one)."""
+        return self.train_step(replay, step)
+
     def train_step(self, replay, step: int) -> dict[str, float]:
         m, c = self.model, self.cfg
         explore = self.intrinsic.observe(replay) if self.intrinsic is not None else {}
-        batch = m.last_batch
-        if m.last_states is None:  # model has not trained yet this run: take posteriors of a fresh batch
-            try:
-                batch = replay.sample_sequences(m.cfg.batch, m.cfg.length)
-            except ValueError:  # too few rows for one sequence yet
-                return explore
-            with torch.no_grad():
-                _, _, post = m.loss(batch)
-                m.last_states = {k: v.detach() for k, v in post.items()}
-                m.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()
+        post = m.posteriors  # what the model offers: its latest update's sequences and posterior states
+        if post is None:  # the model skipped its update (too few rows for one sequence yet)
+            return explore
         curious = hasattr(self.intrinsic, "imagined_bonus")
         if curious:
-            self.intrinsic.train_on(m, m.last_states, batch)
-        start = {k: m.last_states[k].reshape(-1, m.last_states[k].shape[-1]) for k in ("deter", "stoch")}
-        cont0 = m.last_cont.reshape(-1)
+            self.intrinsic.train_on(m, post.states, post.batch)
+        start, cont0 = post.starts()
         if c.starts and c.starts < len(cont0):
             idx = torch.randperm(len(cont0), device=self.device)[: c.starts]
             start, cont0 = {k: v[idx] for k, v in start.items()}, cont0[idx]

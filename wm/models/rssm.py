@@ -40,6 +40,23 @@ def is_image_space(obs_space: gym.Space) -> bool:
     return len(obs_space.shape) == 3
 
 
+@dataclass
+class Posteriors:
+    """What the world model offers an agent that learns in imagination after each update: the update's
+    sequences ``batch`` (B, L, ...), their posterior states ``states`` (deter (B, L, D), stoch (B, L, S),
+    detached) and ``cont`` (B, L) = 1 - is_terminal. Imagination starts from them (``starts``) and rolls
+    forward with ``RSSM.img_step``; Plan2Explore's ensemble trains on them."""
+
+    batch: dict[str, torch.Tensor]
+    states: State
+    cont: torch.Tensor
+
+    def starts(self) -> tuple[State, torch.Tensor]:
+        """The B*L start states, flat: ({deter (N, D), stoch (N, S)}, cont (N,))."""
+        flat = {k: self.states[k].reshape(-1, self.states[k].shape[-1]) for k in ("deter", "stoch")}
+        return flat, self.cont.reshape(-1)
+
+
 class RSSM(WorldModel):
     """World model: encoder, RSSM core (GRU + stochastic latent), decoder, reward and continue heads."""
 
@@ -117,9 +134,7 @@ class RSSM(WorldModel):
             self.register_buffer("act_high", torch.as_tensor(act_space.high, dtype=torch.float32), persistent=False)
         self.to(self.device)
         self.opt = adam(self.parameters(), c.lr, c.eps, self.device)
-        self.last_states: State | None = None  # posteriors of the latest update, for imagination
-        self.last_cont: torch.Tensor | None = None
-        self.last_batch: dict[str, torch.Tensor] | None = None  # its sequences (open-loop video, Plan2Explore)
+        self.posteriors: Posteriors | None = None  # of the latest update: where imagination starts
         self._updates = 0
 
     # ----- inputs -------------------------------------------------------------------------------
@@ -262,6 +277,12 @@ class RSSM(WorldModel):
         }
         return loss, metrics, post
 
+    @torch.no_grad()
+    def infer(self, batch: dict[str, torch.Tensor]) -> Posteriors:
+        """The posteriors of ``batch`` without an update (to imagine from sequences the model did not train on)."""
+        _, _, post = self.loss(batch)
+        return Posteriors(batch, post, 1.0 - batch["is_terminal"].to(self.device).float())
+
     def train_step(self, replay, step: int) -> dict[str, float]:
         """One world-model update on replay.sample_sequences(batch, length); keeps the posteriors for the agent."""
         try:
@@ -274,9 +295,8 @@ class RSSM(WorldModel):
         gn = nn.utils.clip_grad_norm_(self.parameters(), self.cfg.grad_clip)
         self.opt.step()
         metrics["model/grad_norm"] = float(gn)
-        self.last_states = {k: v.detach() for k, v in post.items()}
-        self.last_cont = 1.0 - batch["is_terminal"].to(self.device).float()
-        self.last_batch = batch
+        self.posteriors = Posteriors(batch, {k: v.detach() for k, v in post.items()},
+                                     1.0 - batch["is_terminal"].to(self.device).float())
         self._updates += 1
         return metrics
 
@@ -326,7 +346,7 @@ class RSSM(WorldModel):
         """Write the open-loop video of the latest training batch to `path` (.mp4, or .gif without ffmpeg)."""
         import imageio.v2 as imageio
 
-        frames = self.open_loop(self.last_batch)
+        frames = self.open_loop(self.posteriors.batch)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             imageio.mimsave(path, list(frames), fps=10, macro_block_size=1)
@@ -339,7 +359,7 @@ class RSSM(WorldModel):
         """Open-loop video (pixel envs) of the latest training batch into out_dir/videos/open_loop_<step>.mp4,
         registered with the logger (and so W&B) when one is given. The online loop calls this after each
         evaluation."""
-        if not (self.image and self.cfg.video) or self.last_batch is None:
+        if not (self.image and self.cfg.video) or self.posteriors is None:
             return None
         step = self._updates if step is None else step
         path = self.write_video(Path(out_dir) / "videos" / f"open_loop_{step:08d}.mp4")
