@@ -16,12 +16,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, compose_cfg
-from wm.config import SCHEMA_GROUPS, allowed, schema_of, target_class
+from wm.config import allowed, target_class
 from wm.device import DeviceConfig
 from wm.errors import ConfigError
 from wm.intrinsic.latent_disagreement import latent_variant
 from wm.logging.logger import LoggerConfig
-from wm.validate import GROUPS, RunConfig, options, validate
+from wm.validate import GROUPS, SCHEMA_GROUPS, RunConfig, options, schema_of, validate
 
 FIXED = {"device": DeviceConfig, "logger": LoggerConfig}  # groups whose options share one Config
 

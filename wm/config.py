@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
@@ -181,44 +180,6 @@ def check_tree(obj: Any, where: str) -> None:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
-
-
-SCHEMA_GROUPS = ("env", "data", "model", "agent", "intrinsic")  # groups whose options name a class
-
-
-def schema_of(group: str, node: DictConfig) -> type | None:
-    """The dataclass that types an option of ``group`` (its ``_target_``'s Config; fixed for run, device,
-    logger), or None (an option without a class, e.g. model=none)."""
-    if group == "run":
-        from wm.validate import RunConfig
-
-        return RunConfig
-    if group in ("device", "logger"):
-        from wm.device import DeviceConfig
-        from wm.logging.logger import LoggerConfig
-
-        return {"device": DeviceConfig, "logger": LoggerConfig}[group]
-    cls = target_class(node, group)
-    return None if cls is None else getattr(cls, "Config", cls)
-
-
-def store_defaults(conf_dir: Path) -> None:
-    """Put every option's dataclass defaults into Hydra's ConfigStore as ``schema/<group>/<option>`` (and the
-    run keys as ``schema/run``): yaml files list theirs first and hold only the values that differ, so each
-    default lives once, in its dataclass. Plain containers, not structured configs: typing stays in typed()."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(group="schema", name="run", node=_defaults(schema_of("run", DictConfig({}))))
-    for group in (*SCHEMA_GROUPS, "device", "logger"):
-        for path in sorted((conf_dir / group).glob("*.yaml")):
-            schema = schema_of(group, OmegaConf.load(path))
-            if schema is not None:
-                store.store(group=f"schema/{group}", name=path.stem, node=_defaults(schema))
-
-
-def _defaults(schema: type) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(schema))
 
 
 def build(node: DictConfig, where: str, **kwargs: Any) -> Any:

@@ -61,6 +61,38 @@ GROUPS = ("env", "data", "model", "agent", "device", "logger", "intrinsic")
 UNITS = {"online": "env steps", "evolution": "env steps", "supervised": "train steps (optimizer or EM)"}
 
 
+SCHEMA_GROUPS = ("env", "data", "model", "agent", "intrinsic")  # groups whose options name a class
+FIXED_SCHEMAS = {"run": RunConfig, "device": DeviceConfig, "logger": LoggerConfig}  # one Config for all options
+
+
+def schema_of(group: str, node: DictConfig) -> type | None:
+    """The dataclass that types an option of ``group`` (its ``_target_``'s Config; fixed for run, device,
+    logger), or None (an option without a class, e.g. model=none)."""
+    if group in FIXED_SCHEMAS:
+        return FIXED_SCHEMAS[group]
+    cls = target_class(node, group)
+    return None if cls is None else getattr(cls, "Config", cls)
+
+
+def store_defaults(conf_dir: Path) -> None:
+    """Put every option's dataclass defaults into Hydra's ConfigStore as ``schema/<group>/<option>`` (and the
+    run keys as ``schema/run``): yaml files list theirs first and hold only the values that differ, so each
+    default lives once, in its dataclass. Plain containers, not structured configs: typing stays in typed()."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(group="schema", name="run", node=_defaults(RunConfig))
+    for group in (*SCHEMA_GROUPS, "device", "logger"):
+        for path in sorted((conf_dir / group).glob("*.yaml")):
+            schema = schema_of(group, OmegaConf.load(path))
+            if schema is not None:
+                store.store(group=f"schema/{group}", name=path.stem, node=_defaults(schema))
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(schema))
+
+
 @dataclass
 class Plan:
     """A checked run: typed configs and the classes to build. A part class may define
