@@ -8,28 +8,21 @@ of evaluations after the first at 475 that stay within 5% of it) and wall time p
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 from bench.common import plot_curves, spread, train_seed, write_results
+from wm import report
 
 THRESHOLD = 475.0
 LAST = 3  # evaluations averaged into the final return
 
 
 def final_return(curve: list[list[float]]) -> float:
-    return statistics.mean(v for _, v in curve[-LAST:])
+    return report.final_of([v for _, v in curve], LAST)
 
 
 def stability(curve: list[list[float]]) -> float | None:
-    """Share of the evaluations after the first at the threshold that stay within 5% of it (None: the
-    threshold never met, or met only at the last evaluation)."""
-    values = [v for _, v in curve]
-    first = next((i for i, v in enumerate(values) if v >= THRESHOLD), None)
-    if first is None:
-        return None
-    after = values[first + 1:]
-    return sum(v >= 0.95 * THRESHOLD for v in after) / len(after) if after else None  # none after: unknown
+    return report.stability([v for _, v in curve], THRESHOLD)
 
 
 def main() -> None:

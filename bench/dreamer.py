@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.common import (
     LOCK,
     ROOT,
@@ -38,6 +40,7 @@ from bench.common import (
     train_seed,
     write_results,
 )
+from wm import report
 
 THRESHOLD = 475.0
 LAST_K = 3  # final performance: the mean of the last LAST_K evaluations
@@ -84,24 +87,20 @@ def run_seeds(name: str, overrides: list[str], seeds: list[int], parallel: int, 
 
 def final_mean(points: list[list[float]], upto: float | None = None, k: int = LAST_K) -> float | None:
     """Final performance: the mean of the last k evaluations (at steps <= upto)."""
-    vals = [v for s, v in points if upto is None or s <= upto][-k:]
-    return round(sum(vals) / len(vals), 2) if vals else None
+    final = report.final_of([v for s, v in points if upto is None or s <= upto], k)
+    return None if final is None else round(final, 2)
 
 
 def iqm(values: list[float | None]) -> float | None:
     """Interquartile mean over seeds (rliable's IQM: the mean of the middle 50%, a quarter cut each side)."""
-    vals = sorted(v for v in values if v is not None)
-    cut = len(vals) // 4
-    mid = vals[cut:len(vals) - cut]
-    return round(sum(mid) / len(mid), 2) if mid else None
+    vals = [v for v in values if v is not None]
+    return round(report.iqm(np.array(vals, float)), 2) if vals else None
 
 
 def stability(points: list[list[float]], threshold: float = THRESHOLD) -> float | None:
-    """Fraction of the evaluations after the first at the threshold that stay within 5% of it (None: the
-    threshold was never reached, or nothing was evaluated after)."""
-    first = next((i for i, (_, v) in enumerate(points) if v >= threshold), None)
-    after = [v for _, v in points[first + 1:]] if first is not None else []
-    return round(sum(v >= STAY * threshold for v in after) / len(after), 3) if after else None
+    """Fraction of the evaluations after the first at the threshold that stay within 5% of it."""
+    share = report.stability([v for _, v in points], threshold)  # within 5%: STAY
+    return None if share is None else round(share, 3)
 
 
 def with_final(rec: dict[str, Any], upto: float | None = None) -> dict[str, Any]:

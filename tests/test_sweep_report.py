@@ -8,7 +8,10 @@ import shutil
 import subprocess
 import sys
 
-from tests.conftest import ROOT, summary
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, metrics, summary
 from wm import report
 
 
@@ -33,9 +36,10 @@ def test_joblib_sweep_then_report(tmp_path):
     assert "9_still_running" in report and "**running**" in report
     assert (out / "curves.png").stat().st_size > 5000 and (out / "final.png").stat().st_size > 3000
     table = json.loads((out / "report.json").read_text())
-    for row in table:
-        finals = [summary(j)["eval/return_mean"] for j in jobs if row["label"] in j.name.replace(",", " ")]
-        assert row["mean"] == sum(finals) / len(finals)
+    for row in table:  # a run's final performance: the mean of its last 3 evaluations
+        finals = [np.mean([m["eval/return_mean"] for m in metrics(j) if "eval/return_mean" in m][-3:])
+                  for j in jobs if row["label"] in j.name.replace(",", " ")]
+        assert row["mean"] == pytest.approx(sum(finals) / len(finals))
 
 
 def test_report_rejects_missing_paths(tmp_path):
@@ -65,10 +69,26 @@ def test_report_compares_runs_of_different_lengths_at_one_budget(tmp_path):
     fake_run(tmp_path / "cut", ["experiment=b", "total_steps=10000"], [(5000, 99.0)], status="interrupted")
     out = tmp_path / "report"
     assert report.main([str(tmp_path / n) for n in ("long", "short", "cut")]
-                       + ["--out", str(out), "--budget", "10000", "--threshold", "15"]) == 0
+                       + ["--out", str(out), "--budget", "10000", "--threshold", "15", "--last", "1"]) == 0
     table = {r["label"]: r for r in json.loads((out / "report.json").read_text())}
     assert set(table) == {"experiment=a", "experiment=b"}
     assert table["experiment=a"]["mean"] == 20.0 and table["experiment=a"]["steps_to_threshold_median"] == 10000
     assert table["experiment=b"]["mean"] == 40.0 and table["experiment=b"]["completed"] == 1
     assert table["experiment=b"]["not_completed"] == {"cut": "interrupted"}
     assert "at 10,000 env steps" in (out / "report.md").read_text()
+
+
+def test_final_is_the_mean_of_the_last_evals_and_stability_counts_the_evals_that_stay(tmp_path):
+    """A run that reaches 500 and falls to 15 has not solved the task: its final performance is the mean of
+    its last evaluations, and its stability the share of evaluations after the first 500 that stay >= 475."""
+    fake_run(tmp_path / "fall", ["experiment=a"], [(1000, 500.0), (2000, 480.0), (3000, 15.0), (4000, 25.0)])
+    fake_run(tmp_path / "hold", ["experiment=b"], [(1000, 100.0), (2000, 500.0), (3000, 500.0), (4000, 490.0)])
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path), "--out", str(out), "--threshold", "500"]) == 0
+    table = {r["label"]: r for r in json.loads((out / "report.json").read_text())}
+    assert table["experiment=a"]["mean"] == pytest.approx((480 + 15 + 25) / 3)
+    assert table["experiment=a"]["stability_median"] == pytest.approx(1 / 3)  # 480 stays, 15 and 25 do not
+    assert table["experiment=b"]["mean"] == pytest.approx((500 + 500 + 490) / 3)
+    assert table["experiment=b"]["stability_median"] == 1.0  # 500 and 490 both within 5% of 500
+    assert report.stability([10.0, 20.0], 500.0) is None and report.final_of([], 3) is None
+    assert "mean of its last 3 evaluations" in (out / "report.md").read_text()

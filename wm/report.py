@@ -1,9 +1,10 @@
 """Compare runs: ``python -m wm.report <multirun dir or run dirs ...> --out <dir>``.
 
 Finds every run dir (one with metrics.jsonl) under the given paths, groups runs by what was varied
-(their Hydra overrides minus the seed), aggregates over seeds (IQM and mean with 95% bootstrap
-confidence intervals), and writes report.md with PNG plots: return vs env steps with confidence bands,
-final performance, and the table of steps to a threshold and wall time. Runs that failed, were
+(their Hydra overrides minus the seed), aggregates each run's final performance (the mean of its last
+``--last`` evaluations) over seeds (IQM and mean with 95% bootstrap confidence intervals), and writes
+report.md with PNG plots: return vs env steps with confidence bands, final performance, and the table of
+steps to a threshold, how well runs stay there, and wall time. Runs that failed, were
 interrupted or are still running are listed as such and left out of the aggregates.
 """
 
@@ -101,19 +102,38 @@ def ci(x: np.ndarray, statistic, seed: int = 0) -> tuple[float, float]:
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def final_of(values, last: int) -> float | None:
+    """A run's final performance: the mean of its last ``last`` evaluations, not its best one (a policy that
+    reaches 500 and falls to 15 has not solved the task)."""
+    tail = [float(v) for v in values][-last:]
+    return float(np.mean(tail)) if tail else None
+
+
+def stability(values, threshold: float, within: float = 0.05) -> float | None:
+    """The share of evaluations after the first at ``threshold`` that stay within ``within`` of it (None: the
+    threshold was never reached, or nothing was evaluated after)."""
+    values = [float(v) for v in values]
+    first = next((i for i, v in enumerate(values) if v >= threshold), None)
+    after = values[first + 1:] if first is not None else []
+    return sum(v >= (1 - within) * threshold for v in after) / len(after) if after else None
+
+
 def first_at(curve: np.ndarray, threshold: float) -> float | None:
     hit = np.flatnonzero(curve[:, 1] >= threshold) if len(curve) else []
     return float(curve[hit[0], 0]) if len(hit) else None
 
 
-def aggregate(runs: list[Run], metric: str, threshold: float | None) -> list[dict]:
+def aggregate(runs: list[Run], metric: str, threshold: float | None, last: int = 3) -> list[dict]:
+    """Per group of runs: final performance (each run's mean of its last ``last`` evaluations) aggregated
+    over seeds, and with a threshold the steps to reach it and how well runs stay there."""
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.label].append(run)
     table = []
     for label, members in groups.items():
         done = [r for r in members if r.status == "completed" and r.summary.get(metric) is not None]
-        finals = np.array([r.summary[metric] for r in done], float)
+        finals = np.array([final_of(r.curve(metric)[:, 1], last) if len(r.curve(metric)) else r.summary[metric]
+                           for r in done], float)
         row = {"label": label, "runs": len(members), "completed": len(done),
                "not_completed": {r.path.name: r.status for r in members if r not in done}}
         if len(finals):
@@ -124,8 +144,10 @@ def aggregate(runs: list[Run], metric: str, threshold: float | None) -> list[dic
             if threshold is not None:
                 hits = [first_at(r.curve(metric), threshold) for r in done]
                 reached = [h for h in hits if h is not None]
+                stays = [s for r in done if (s := stability(r.curve(metric)[:, 1], threshold)) is not None]
                 row |= {"reached": len(reached), "steps_to_threshold_median":
-                        float(np.median(reached)) if reached else None}
+                        float(np.median(reached)) if reached else None,
+                        "stability_median": float(np.median(stays)) if stays else None}
         table.append(row)
     return sorted(table, key=lambda r: r["label"])
 
@@ -170,7 +192,7 @@ def plot_final(table: list[dict], metric: str, out: Path) -> Path:
         low, high = r["iqm_ci"]
         ax.errorbar(r["iqm"], i, xerr=[[r["iqm"] - low], [high - r["iqm"]]], fmt="o", color=f"C{i}", capsize=4)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
-    ax.set_xlabel(f"final {metric}: IQM over seeds, 95% bootstrap CI")
+    ax.set_xlabel(f"final {metric} (mean of the last evaluations): IQM over seeds, 95% bootstrap CI")
     return _save(fig, ax, out / "final.png")
 
 
@@ -189,14 +211,17 @@ def fmt(x: float | None, ndigits: int = 1) -> str:
 
 
 def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float | None, sources: list[Path],
-             budget: int | None = None) -> str:
+             budget: int | None = None, last: int = 3) -> str:
     at = f" at {budget:,} env steps (every run cut at this budget)" if budget is not None else ""
+    stays = (f" Stays: the median share of a run's evaluations after its first at {threshold:g} that stay "
+             f"within 5% of it.") if threshold is not None else ""
     lines = ["# Comparison report", "", f"Runs from: {', '.join(str(s) for s in sources)}  ",
-             f"Metric: `{metric}` (final value per run{at}, aggregated over seeds).", "",
+             f"Metric: `{metric}`, final performance per run: the mean of its last {last} evaluations{at}, "
+             f"aggregated over seeds.{stays}", "",
              "![curves](curves.png)", "", "![final](final.png)", ""]
     head = ["group", "runs (completed)", "IQM [95% CI]", "mean [95% CI]", "median wall s", "median steps"]
     if threshold is not None:
-        head += [f"reached {threshold:g}", "median steps to it"]
+        head += [f"reached {threshold:g}", "median steps to it", "stays"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         cells = [f"`{r['label']}`", f"{r['runs']} ({r['completed']})"]
@@ -205,7 +230,8 @@ def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float |
                       f"{fmt(r['mean'])} [{fmt(r['mean_ci'][0])}, {fmt(r['mean_ci'][1])}]",
                       fmt(r["wall_median"]), fmt(r["steps_median"], 0)]
             if threshold is not None:
-                cells += [f"{r['reached']}/{r['completed']}", fmt(r["steps_to_threshold_median"], 0)]
+                cells += [f"{r['reached']}/{r['completed']}", fmt(r["steps_to_threshold_median"], 0),
+                          fmt(r["stability_median"], 2)]
         else:
             cells += ["-"] * (len(head) - 2)
         lines.append("| " + " | ".join(cells) + " |")
@@ -221,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="where report.md and the PNGs go")
     p.add_argument("--metric", default="eval/return_mean")
     p.add_argument("--threshold", type=float, default=None, help="report env steps to reach this value")
+    p.add_argument("--last", type=int, default=3, help="a run's final performance: the mean of its last N evals")
     p.add_argument("--budget", type=int, default=None,
                    help="compare at this many env steps: longer runs are cut there (equal budgets)")
     args = p.parse_args(argv)
@@ -233,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no run dirs (with metrics.jsonl) under {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    table = aggregate(runs, args.metric, args.threshold)
+    table = aggregate(runs, args.metric, args.threshold, args.last)
     plot_curves(runs, args.metric, args.out, args.threshold)
     plot_final(table, args.metric, args.out)
-    (args.out / "report.md").write_text(markdown(table, runs, args.metric, args.threshold, args.paths, args.budget))
+    (args.out / "report.md").write_text(markdown(table, runs, args.metric, args.threshold, args.paths, args.budget,
+                                                 args.last))
     (args.out / "report.json").write_text(json.dumps(table, indent=2, default=str) + "\n")
     print(f"wrote {args.out / 'report.md'} ({len(runs)} runs in {len(table)} groups)")
     return 0
