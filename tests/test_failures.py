@@ -59,6 +59,18 @@ def test_dreamer_with_a_huge_learning_rate_stops_in_one_line(run_dir):
     assert state["step"] < 500 and all_finite(state["model"]) and all_finite(state["agent"])
 
 
+def test_an_actor_whose_outputs_overflow_stops_in_one_line(run_dir):
+    """Huge actor/critic learning rates leave parameters finite but so large that the policy's logits are
+    NaN: acting fails inside torch.distributions, which becomes the same one-line failure."""
+    proc = train(run_dir, "experiment=dreamer_cartpole", "agent.actor_lr=1e30", "agent.critic_lr=1e30",
+                 "total_steps=1000", "eval.every=1000", "eval.episodes=1", "eval.envs=1", "checkpoint.every=250")
+    assert proc.returncode == 1
+    line = one_error_line(proc.stderr)
+    assert re.fullmatch(r"error: non-finite .+ at step \d+, while acting .*; the last good checkpoint .* is kept",
+                        line), line
+    assert summary(run_dir)["status"] == "failed"
+
+
 def test_supervised_model_whose_loss_blows_up_stops_in_one_line(run_dir):
     small = ["data.test_size=4", "model.eval_batch=4", "model.strip_sequences=1", "model.batch_size=2",
              "model.hidden=[8]", "model.ss_steps=2", "eval.every=4", "log_every=1", "device=cpu"]

@@ -3,7 +3,8 @@
 The loops call every learner's ``train_step`` through ``checked_step``: a non-finite loss or gradient norm
 in the stats it returns (keys ending in one of GUARDED; other stats may be NaN by design, e.g. coverage where
 it is not measured, or the log-likelihood gain of a first EM step) or an error raised inside it because its numbers went non-finite (argument
-checks of torch.distributions, multinomial on NaN probabilities) becomes one NonFiniteError. Any other
+checks of torch.distributions, multinomial on NaN probabilities) becomes one NonFiniteError; the online
+loop's acting goes through ``checked_act`` for the same reason. Any other
 error keeps its traceback: it is a bug, not a diverged run.
 """
 
@@ -33,11 +34,7 @@ def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any
     try:
         stats = train_step()
     except (ValueError, RuntimeError) as e:
-        bad = non_finite_parameters(suspects)
-        if bad is None:
-            raise
-        raise NonFiniteError(f"non-finite parameter {bad} at step {step}, in {who}.train_step "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:100]})") from e
+        raise _diverged(e, suspects, f"at step {step}, in {who}.train_step") from e
     for key, value in stats.items():
         if not GUARDED.search(key):
             continue
@@ -50,6 +47,27 @@ def checked_step(learner: Any, step: int, train_step: Callable[[], dict[str, Any
             raise NonFiniteError(f"non-finite {key} ({x}) from {who} at step {step}"
                                  + (f" (non-finite parameter {bad})" if bad else ""))
     return stats
+
+
+def checked_act(act: Callable[[], Any], step: int, learners: Iterable[Any]) -> Any:
+    """``act()``, or a NonFiniteError when acting failed on non-finite numbers: parameters so large (after a
+    huge learning rate) that the policy's outputs overflow are still finite, so only the error says so."""
+    try:
+        return act()
+    except (ValueError, RuntimeError) as e:
+        raise _diverged(e, list(learners), f"at step {step}, while acting") from e
+
+
+def _diverged(e: Exception, suspects: list[Any], where: str) -> Exception:
+    """A NonFiniteError for an error caused by non-finite parameters or values (torch.distributions'
+    argument checks and multinomial report NaN/inf as invalid values); else the error itself, re-raised."""
+    first = str(e).splitlines()[0][:100] if str(e) else ""
+    bad = non_finite_parameters(suspects)
+    if bad is not None:
+        return NonFiniteError(f"non-finite parameter {bad} {where} ({type(e).__name__}: {first})")
+    if re.search(r"invalid values|\bnan\b|\binf\b", str(e), re.IGNORECASE):
+        return NonFiniteError(f"non-finite values {where} ({type(e).__name__}: {first})")
+    return e
 
 
 def non_finite_parameters(learners: Iterable[Any]) -> str | None:

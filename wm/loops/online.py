@@ -24,7 +24,7 @@ from wm.data.replay import Replay
 from wm.envs.factory import EnvConfig, make_vec_env
 from wm.logging import Logger
 from wm.logging.progress import Progress
-from wm.loops.finite import check_parameters, checked_step
+from wm.loops.finite import check_parameters, checked_act, checked_step
 from wm.loops.rng import own_rng
 from wm.loops.signals import StopFlag
 
@@ -57,6 +57,7 @@ class OnlineLoop:
         self.replay = Replay(s.replay_capacity, self.n, self.envs.single_observation_space,
                              self.envs.single_action_space, device, seed=s.seed)
         self.learners = [x for x in (model, agent) if x is not None and hasattr(x.cfg, "update")]
+        self.parts = [x for x in (agent, model) if x is not None]  # whose parameters may go non-finite
         self.progress_enabled = progress
         # counters and per-env episode state (all of it goes into checkpoints)
         self.step = 0
@@ -112,7 +113,8 @@ class OnlineLoop:
         else:
             # the policy state has not followed the random prefill actions: start it afresh
             fresh = self.is_first | (self.step - self.n < prefill)
-            action, self.policy_state = self.agent.act(self.obs, self.policy_state, fresh, explore=True)
+            action, self.policy_state = checked_act(
+                lambda: self.agent.act(self.obs, self.policy_state, fresh, explore=True), self.step, self.parts)
         obs, reward, terminated, truncated, _ = self.envs.step(action)
         done = terminated | truncated
         ids = np.arange(self.n)
@@ -156,10 +158,10 @@ class OnlineLoop:
                 continue
             self.rounds[i] += owed
             for _ in range(owed * learner.cfg.update.updates):
-                stats = checked_step(learner, self.step, partial(self._train_step, learner), self.learners)
+                stats = checked_step(learner, self.step, partial(self._train_step, learner), self.parts)
                 for key, value in stats.items():
                     self.learn_stats[key].append(value)
-            check_parameters([learner], self.step, "after the updates")
+            check_parameters(self.parts, self.step, "after the updates")  # the agent may follow the model
         if self.step - self.last_log >= self.s.log_every:
             self._flush_learn_stats()
 
@@ -204,7 +206,8 @@ class OnlineLoop:
             while running.any():
                 if record and running[0]:
                     frames.append(envs.envs[0].render())
-                action, state = self.agent.act(obs, state, is_first, explore=False)
+                action, state = checked_act(lambda: self.agent.act(obs, state, is_first, explore=False),
+                                            self.step, self.parts)
                 obs, reward, terminated, truncated, _ = envs.step(action)
                 ret += reward * running
                 length += running
@@ -242,7 +245,7 @@ class OnlineLoop:
 
     # ---- checkpoint / resume --------------------------------------------------------------------
     def _checkpoint(self) -> None:
-        check_parameters([self.agent, self.model], self.step, "before the checkpoint")
+        check_parameters(self.parts, self.step, "before the checkpoint")
         self._flush_learn_stats()
         state = {
             "step": self.step, "rounds": self.rounds, "evals_done": self.evals_done,
