@@ -59,8 +59,6 @@ class RunConfig:
 
 GROUPS = ("env", "data", "model", "agent", "device", "logger", "intrinsic")
 UNITS = {"online": "env steps", "evolution": "env steps", "supervised": "train steps (optimizer or EM)"}
-
-
 SCHEMA_GROUPS = ("env", "data", "model", "agent", "intrinsic")  # groups whose options name a class
 FIXED_SCHEMAS = {"run": RunConfig, "device": DeviceConfig, "logger": LoggerConfig}  # one Config for all options
 
@@ -82,7 +80,7 @@ def store_defaults(conf_dir: Path) -> None:
 
     store = ConfigStore.instance()
     store.store(group="schema", name="run", node=_defaults(RunConfig))
-    for group in (*SCHEMA_GROUPS, "device", "logger"):
+    for group in (*SCHEMA_GROUPS, *(g for g in FIXED_SCHEMAS if g != "run")):
         for path in sorted((conf_dir / group).glob("*.yaml")):
             schema = schema_of(group, OmegaConf.load(path))
             if schema is not None:
@@ -143,16 +141,10 @@ def agents_for(kind: str) -> list[str]:
     return found
 
 
-def supervised_models() -> list[str]:
-    """Model options trained by the supervised loop (for error messages)."""
-    return [m for m in options("model") if getattr(target_class(
-        OmegaConf.load(CONF_DIR / "model" / f"{m}.yaml"), "model"), "loop", "online") == "supervised"]
-
-
-def evolvers() -> list[str]:
-    """Agent options trained by the evolution loop (for error messages)."""
-    return [a for a in options("agent") if getattr(target_class(
-        OmegaConf.load(CONF_DIR / "agent" / f"{a}.yaml"), "agent"), "loop", "online") == "evolution"]
+def trained_by(group: str, loop: str) -> list[str]:
+    """Options of ``group`` whose class is trained by ``loop`` (for error messages)."""
+    return [o for o in options(group) if getattr(target_class(
+        OmegaConf.load(CONF_DIR / group / f"{o}.yaml"), group), "loop", "online") == loop]
 
 
 def validate(cfg: DictConfig, run_dir: Path) -> Plan:
@@ -182,17 +174,18 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     if loop in ("online", "evolution"):
         if data_cls is not None:
             raise ConfigError(f"{names}: data={_choice(cfg, 'data')} feeds supervised models "
-                              f"({', '.join(supervised_models())}); model={_choice(cfg, 'model')} learns "
-                              f"in an env: use data=none")
+                              f"({', '.join(trained_by('model', 'supervised'))}); "
+                              f"model={_choice(cfg, 'model')} learns in an env: use data=none")
         if env is None:
             raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns in an environment; valid env: "
                               f"{', '.join(o for o in options('env') if o != 'none')}")
         if loop == "evolution" and getattr(agent_cls, "loop", "online") != "evolution":
             raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the evolution loop; "
-                              f"valid: agent={' or agent='.join(evolvers())}")
+                              f"valid: agent={' or agent='.join(trained_by('agent', 'evolution'))}")
         if agent_cls is None:
+            online = [a for a in options("agent") if a not in ("none", *trained_by("agent", "evolution"))]
             raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns online and needs an agent; "
-                              f"valid: {', '.join(a for a in options('agent') if a not in ('none', *evolvers()))}")
+                              f"valid: {', '.join(online)}")
         spaces = _spaces(env)
         kind = action_kind(spaces[1])
         if kind not in agent_cls.action_kinds:
