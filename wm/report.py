@@ -132,8 +132,9 @@ def aggregate(runs: list[Run], metric: str, threshold: float | None, last: int =
     table = []
     for label, members in groups.items():
         done = [r for r in members if r.status == "completed" and r.summary.get(metric) is not None]
-        finals = np.array([final_of(r.curve(metric)[:, 1], last) if len(r.curve(metric)) else r.summary[metric]
-                           for r in done], float)
+        curves = [r.curve(metric) for r in done]  # (n, 2): step, value
+        finals = np.array([final_of(c[:, 1], last) if len(c) else r.summary[metric] for r, c in zip(done, curves)],
+                          float)
         row = {"label": label, "runs": len(members), "completed": len(done),
                "not_completed": {r.path.name: r.status for r in members if r not in done}}
         if len(finals):
@@ -142,9 +143,9 @@ def aggregate(runs: list[Run], metric: str, threshold: float | None, last: int =
                         [r.summary.get("wall_seconds", np.nan) for r in done])),
                     "steps_median": float(np.median([r.summary.get("steps", np.nan) for r in done]))}
             if threshold is not None:
-                hits = [first_at(r.curve(metric), threshold) for r in done]
+                hits = [first_at(c, threshold) for c in curves]
                 reached = [h for h in hits if h is not None]
-                stays = [s for r in done if (s := stability(r.curve(metric)[:, 1], threshold)) is not None]
+                stays = [s for c in curves if (s := stability(c[:, 1], threshold)) is not None]
                 row |= {"reached": len(reached), "steps_to_threshold_median":
                         float(np.median(reached)) if reached else None,
                         "stability_median": float(np.median(stays)) if stays else None}
