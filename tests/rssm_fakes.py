@@ -26,7 +26,7 @@ class FakeReplay:
     def sample_sequences(self, B: int, L: int) -> dict[str, torch.Tensor]:
         starts = self.rng.integers(0, len(self.rows) - L + 1, size=B)
         out = {}
-        for k in ("obs", "action", "reward", "is_first", "is_terminal"):
+        for k in ("obs", "action", "reward", "is_first", "is_last", "is_terminal"):
             arr = np.stack([np.stack([self.rows[s + i][k] for i in range(L)]) for s in starts])
             out[k] = torch.as_tensor(arr)
         return out

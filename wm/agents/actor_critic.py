@@ -48,6 +48,20 @@ def lambda_returns(reward, cont, value, gamma: float, lam: float) -> torch.Tenso
     return torch.stack(out[1:][::-1], 0)
 
 
+def replay_returns(reward, terminal, last, boot, gamma: float, lam: float) -> torch.Tensor:
+    """Lambda-returns along real replay rows (DreamerV3's replay value loss). All (K, N), row t of a sequence:
+    the reward and terminal flag that arrived with it, ``last`` (the episode ended at t) and ``boot`` (the
+    imagined lambda-return started from t's posterior). Returns R_0..R_{K-2} (K-1, N): real rewards and
+    terminals, each step mixing in ``boot`` with weight 1 - lam (all of it where the episode ended)."""
+    live = (1.0 - terminal[1:]) * gamma  # (K-1, N): transition t -> t+1
+    cont = (1.0 - last[1:]) * lam
+    step = reward[1:] + (1.0 - cont) * live * boot[1:]
+    out = [boot[-1]]
+    for t in reversed(range(len(live))):
+        out.append(step[t] + live[t] * cont[t] * out[-1])
+    return torch.stack(out[1:][::-1], 0)
+
+
 def clamp_st(a: torch.Tensor) -> torch.Tensor:
     """Clamp to [-1, 1] in the forward pass, identity gradient in the backward pass (straight-through): the
     model sees the action the env would get, and a sample beyond the box still tells the actor which way
@@ -86,6 +100,10 @@ class ActorCritic(Agent):
         min_std: float = param(0.1, gt=0)  # continuous actor std range
         max_std: float = param(1.0, gt=0)
         starts: int = param(256, ge=0)  # imagination start states per update (0 = all B*L posteriors)
+        # weight of the critic's loss on real replay rows (DreamerV3's replay value loss, 0.3): the critic also
+        # regresses onto lambda-returns of the real rewards and terminals, bootstrapped from the imagined returns;
+        # imagination then starts from the last starts/B rows of each sequence. 0: imagination only (V1-V3 arXiv)
+        replay_value: float = param(0.0, ge=0)
 
         def check(self) -> None:
             require(self.min_std <= self.max_std, "min_std", f"must be <= max_std={self.max_std} "
@@ -207,6 +225,40 @@ class ActorCritic(Agent):
         finally:
             self.critic.requires_grad_(True)
 
+    def pick_starts(self, post) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+        """Imagination starts: `starts` random posteriors of the batch, or with the replay value loss the last
+        `tail` = starts/B rows of every sequence (consecutive rows, so real returns can run along them)."""
+        c = self.cfg
+        B, L = post.cont.shape
+        if c.replay_value:
+            tail = L if not c.starts else min(L, max(2, c.starts // B))
+            start = {k: v[:, -tail:].reshape(B * tail, -1) for k, v in post.states.items() if k in ("deter", "stoch")}
+            return start, post.cont[:, -tail:].reshape(-1), tail
+        start, cont0 = post.starts()
+        if c.starts and c.starts < len(cont0):
+            idx = torch.randperm(len(cont0), device=self.device)[: c.starts]
+            start, cont0 = {k: v[idx] for k, v in start.items()}, cont0[idx]
+        return start, cont0, 0
+
+    def replay_value_loss(self, post, tail: int, imagined: torch.Tensor) -> torch.Tensor:
+        """The critic on the last `tail` real rows of each sequence, regressed onto lambda-returns of their real
+        rewards and terminals bootstrapped from the imagined returns started there (``imagined``: (B*tail,)).
+        Rows where the episode ended carry no loss (their next row belongs to another episode)."""
+        c, m = self.cfg, self.model
+        B = post.cont.shape[0]
+        tm = lambda x: x[:, -tail:].to(self.device).float().transpose(0, 1)  # noqa: E731  (tail, B)
+        reward, terminal, last = (tm(post.batch[k]) for k in ("reward", "is_terminal", "is_last"))
+        feat = m.feat({k: post.states[k][:, -tail:] for k in ("deter", "stoch")}).transpose(0, 1)
+        with torch.no_grad():
+            boot = imagined.reshape(B, tail).transpose(0, 1)
+            target = replay_returns(reward, terminal, last, boot, c.gamma, c.lam)  # (tail-1, B)
+            slow = self.value(feat[:-1], slow=True)
+        vdist = dists.head_dist(self.critic(feat[:-1]), c.critic_head)
+        loss = -vdist.log_prob(target)
+        if c.slow_reg:
+            loss = loss - c.slow_reg * vdist.log_prob(slow)
+        return ((1.0 - last[:-1]) * loss).mean()
+
     def after_model_update(self, replay, step: int) -> dict[str, float]:
         """One actor-critic update after each world-model update (the model's schedule is the only one)."""
         return self.train_step(replay, step)
@@ -220,10 +272,7 @@ class ActorCritic(Agent):
         curious = hasattr(self.intrinsic, "imagined_bonus")
         if curious:
             self.intrinsic.train_on(m, post.states, post.batch)
-        start, cont0 = post.starts()
-        if c.starts and c.starts < len(cont0):
-            idx = torch.randperm(len(cont0), device=self.device)[: c.starts]
-            start, cont0 = {k: v[idx] for k, v in start.items()}, cont0[idx]
+        start, cont0, tail = self.pick_starts(post)
 
         m.requires_grad_(False)
         try:
@@ -276,6 +325,8 @@ class ActorCritic(Agent):
         if c.slow_reg:
             critic_loss = critic_loss - c.slow_reg * vdist.log_prob(slow[:-1])
         critic_loss = (weight * critic_loss).mean()
+        if c.replay_value:
+            critic_loss = critic_loss + c.replay_value * self.replay_value_loss(post, tail, returns[0].detach())
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
