@@ -25,6 +25,19 @@ class EnvConfig:
     action_repeat: int = param(1, gt=0)
     pixels: bool = False  # observe size x size RGB frames (rendered, or resized if already images)
     size: int = param(64, gt=0)
+    # gymnasium: the reference envs; envpool: EnvPool's C++ versions of those it has (CartPole, MountainCar,
+    # LunarLander, BipedalWalker, CarRacing), several times faster; docs/envs.md compares the two
+    backend: str = param("gymnasium", choices=("gymnasium", "envpool"))
+
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        env = plan.env
+        if env.backend != "envpool" or not plan.spaces:
+            return None
+        if plan.run.eval.video and len(plan.spaces[0].shape) != 3:
+            return (f"eval.video=true needs rendered frames, and EnvPool renders only image tasks (CarRacing); "
+                    f"use env.backend=gymnasium for {env.id}")
+        return None
 
 
 class ActionRepeat(gym.Wrapper):
@@ -53,10 +66,18 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     kwargs = dict(cfg.kwargs)
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
-    env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
+    if cfg.backend == "envpool":
+        from wm.envs.envpool_env import EnvPoolEnv
+
+        env = EnvPoolEnv(cfg.id, render_mode=render_mode, **kwargs)
+    else:
+        env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
     if cfg.pixels:
         space = env.observation_space
         is_image = isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+        if not is_image and cfg.backend == "envpool":
+            raise gym.error.Error(f"env.pixels=true needs rendered frames, and EnvPool renders only image tasks "
+                                  f"(CarRacing); use env.backend=gymnasium for {cfg.id}")
         if not is_image:
             env = gym.wrappers.AddRenderObservation(env, render_only=True)
         env = gym.wrappers.ResizeObservation(env, (cfg.size, cfg.size))
