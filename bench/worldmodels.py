@@ -4,6 +4,7 @@
     python -m bench.worldmodels run            # -> bench/results/worldmodels_carracing.json + .png
     python -m bench.worldmodels                # both
     python -m bench.worldmodels run --reuse    # keep completed run dirs, rerun what is missing
+    python -m bench.worldmodels full           # full tracks (~2.5 h): -> bench/results/worldmodels_carracing_full.json
 
 throughput (one process, one torch thread, paper-sized V and M, untrained weights: speed does not depend on
 them): env steps/s of (a) the raw env stepped alone with random actions, (b) a population of P controllers
@@ -14,12 +15,18 @@ run: ``train.py experiment=worldmodels_carracing`` (real-env CMA-ES), then the d
 rollouts, V and M by path (``model.stages.*_from``), so the dream controller costs only its re-evaluations.
 Extra ``key=value`` arguments go to both train.py commands. The runs ignore /tmp/wm-bench.lock (WM_BENCH_LOCK=0
 is assumed); the machine's load is recorded instead.
+
+full: ``train.py experiment=worldmodels_carracing_full`` (trained on EnvPool's CarRacing), started or resumed
+where it stopped (a run that spans sessions: each call adds a segment with its wall and CPU seconds), then the best
+controller on 100 fresh tracks of gymnasium's CarRacing-v3, in waves of 10 that are kept as they finish (so the
+test resumes too). Its results file says how many frames each stage spent and where the time went.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -152,7 +159,8 @@ def train(name: str, overrides: list[str], reuse: bool = False) -> dict:
     }
 
 
-def plot(name: str, runs: dict) -> Path:
+def plot(name: str, runs: dict, title: str = "World Models on CarRacing-v3, reduced CPU scale "
+                                               "(paper: 906 +- 21 at ~1.8e9 frames)") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,7 +186,7 @@ def plot(name: str, runs: dict) -> Path:
     axes[1].set_xlabel(f"test return on {next(iter(runs.values()))['test']['episodes']} fresh tracks")
     axes[1].legend(fontsize=8)
     axes[1].grid(alpha=0.3)
-    fig.suptitle("World Models on CarRacing-v3, reduced CPU scale (paper: 906 +- 21 at ~1.8e9 frames)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = RESULTS / f"{name}.png"
     fig.savefig(path, dpi=100)
@@ -186,8 +194,126 @@ def plot(name: str, runs: dict) -> Path:
     return path
 
 
+FULL = "worldmodels_carracing_full"
+
+
+def run_or_resume(run_dir: Path, overrides: list[str]) -> list[dict]:
+    """Train until the run dir's summary says completed, resuming from its checkpoint if it has one; each call
+    appends a segment (wall and CPU seconds of this process) to ``<run dir>.segments.json``."""
+    from wm import checkpoint
+
+    seg_file = run_dir.parent / f"{run_dir.name}.segments.json"
+    segments = json.loads(seg_file.read_text()) if seg_file.exists() else []
+    status = read_run(run_dir)["summary"]["status"] if (run_dir / "summary.json").exists() else None
+    if status != "completed":
+        resume = ["resume=true"] if checkpoint.exists(run_dir) else []
+        cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}", "progress=false",
+               *resume]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t0, load = time.time(), os.getloadavg()[0]
+        with open(run_dir.parent / f"{run_dir.name}.log", "a") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            _, status_code, usage = os.wait4(proc.pid, 0)
+        segments.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), "resumed": bool(resume),
+                         "wall_seconds": round(time.time() - t0, 1),
+                         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+                         "loadavg_1min_at_start": round(load, 2), "exit_code": os.waitstatus_to_exitcode(status_code)})
+        seg_file.write_text(json.dumps(segments, indent=1) + "\n")
+        if segments[-1]["exit_code"] != 0:
+            raise SystemExit(f"{run_dir}: train.py exited {segments[-1]['exit_code']} (log: {run_dir}.log); "
+                             f"run `python -m bench.worldmodels full` again to resume")
+    return segments
+
+
+def gymnasium_test(run_dir: Path, episodes: int = 100, wave: int = 10) -> dict:
+    """The run's best controller (with its V and M) on ``episodes`` fresh tracks of gymnasium's CarRacing-v3:
+    the loop's own test seeds (``episode_seed(seed, EVAL, k)``, tracks no stage saw), kept after every wave."""
+    import tempfile
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from wm.core.seeds import EVAL, episode_seed
+    from wm.loops.evolution import load_product
+    from wm.loops.population import PopulationEnvs
+    from wm.validate import validate
+
+    out = run_dir / "test_gymnasium.json"
+    done = json.loads(out.read_text()) if out.exists() else {"returns": [], "wall_seconds": 0.0, "cpu_seconds": 0.0}
+    if len(done["returns"]) >= episodes:
+        return done
+    saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+    overrides = [o for o in saved if not o.startswith(("hydra.", "progress", "resume"))] + ["env.backend=gymnasium"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    plan = validate(cfg, Path(tempfile.mkdtemp()))
+    obs_space, act_space = plan.spaces
+    model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space, device=plan.device)
+    agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model, device=plan.device)
+    model.load_vae_state(load_product(run_dir / "vae.pt"))
+    model.load_rnn_state(load_product(run_dir / "mdnrnn.pt"))
+    best = load_product(run_dir / "controller.pt")["best"]
+    params = np.asarray(best["params"])
+    envs = PopulationEnvs(plan.env)
+    for start in range(len(done["returns"]), episodes, wave):
+        seeds = [episode_seed(plan.run.seed, EVAL, k) for k in range(start, min(episodes, start + wave))]
+        t0, c0 = time.time(), time.process_time()
+        r, _ = envs.evaluate(model, agent, np.repeat(params[None], len(seeds), 0), seeds)
+        done["returns"].extend(float(x) for x in r)
+        done["wall_seconds"] += time.time() - t0
+        done["cpu_seconds"] += time.process_time() - c0
+        done["controller_generation"] = best.get("generation")
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done) + "\n")
+        tmp.replace(out)
+        print(f"gymnasium test: {len(done['returns'])}/{episodes} tracks, mean so far {np.mean(done['returns']):.1f}",
+              flush=True)
+    envs.close()
+    return done
+
+
+def full(extra: list[str], name: str = FULL) -> None:
+    run_dir = RUNS / name / "seed0"
+    overrides = [f"experiment={FULL}", "seed=0", *extra]
+    segments = run_or_resume(run_dir, overrides)
+    test = gymnasium_test(run_dir)
+    run = read_run(run_dir)
+    rows, s = run["rows"], run["summary"]
+    stages = {p.stem: json.loads(p.read_text()) for p in (run_dir / "stages").glob("*.json")}
+    gens = [{k.split("/")[1]: r[k] for k in r if k.startswith("controller/")} | {"step": r["step"]}
+            for r in rows if "controller/fitness_best" in r]
+    loop_test = json.loads((run_dir / "test_returns.json").read_text())["returns"]
+    rets = np.array(test["returns"])
+    summary = {"episodes": len(rets), "return_mean": float(rets.mean()), "return_std": float(rets.std()),
+               "return_median": float(np.median(rets)), "return_min": float(rets.min()),
+               "return_max": float(rets.max()), "at_least_700": int((rets >= 700).sum()),
+               "controller_generation": test.get("controller_generation"),
+               "wall_seconds": round(test["wall_seconds"], 1), "cpu_seconds": round(test["cpu_seconds"], 1)}
+    res = {
+        "command": "python -m bench.worldmodels full " + " ".join(extra),
+        "train_command": "python train.py " + " ".join(overrides), "run_dir": str(run_dir.relative_to(ROOT)),
+        "paper": PAPER, "goal": ">= 700 mean over 100 fresh tracks (goal 900), <= 3 h wall on 2 cores",
+        "test_gymnasium_100": summary, "test_returns_gymnasium": test["returns"],
+        "test_envpool_100": {"return_mean": float(np.mean(loop_test)), "return_std": float(np.std(loop_test))},
+        "agent_steps": {"total": s["steps"], "frames": 2 * s["steps"],
+                        **{k: v for r in rows for k, v in r.items() if k.startswith("rollouts/")},
+                        "controller": (gens[-1].get("env_steps") if gens else None)},
+        "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
+        "train_wall_seconds": s.get("wall_seconds"), "segments": segments,
+        "train_cpu_seconds": round(sum(x["cpu_seconds"] for x in segments), 1), "generations": gens,
+    }
+    write_results(name, res)
+    plot(name, {"CMA-ES on EnvPool, tested on gymnasium": {"generations": gens, "test": summary | {"returns": test["returns"]}}},
+         title="World Models on full CarRacing-v3 tracks, 2-core CPU scale (paper: 906 +- 21 at ~1.8e9 frames)")
+    print(f"{name}: {summary['return_mean']:.1f} +- {summary['return_std']:.1f} over {summary['episodes']} "
+          f"gymnasium tracks; train wall {s.get('wall_seconds')} s")
+
+
 def main() -> None:
     args = sys.argv[1:]
+    if args and args[0] == "full":
+        full([a for a in args if "=" in a])
+        return
     what = args[0] if args and args[0] in ("throughput", "run") else "all"
     extra = [a for a in args if "=" in a]
     reuse = "--reuse" in args  # keep completed run dirs (e.g. rerun only the dream part)

@@ -35,7 +35,7 @@ def test_joblib_sweep_then_report(tmp_path):
     assert "| `agent.double=False` | 2 (2) |" in report and "| `agent.double=True` | 3 (2) |" in report
     assert "9_still_running" in report and "**running**" in report
     assert (out / "curves.png").stat().st_size > 5000 and (out / "final.png").stat().st_size > 3000
-    table = json.loads((out / "report.json").read_text())
+    table = json.loads((out / "report.json").read_text())["groups"]
     for row in table:  # a run's final performance: the mean of its last 3 evaluations
         finals = [np.mean([m["eval/return_mean"] for m in metrics(j) if "eval/return_mean" in m][-3:])
                   for j in jobs if row["label"] in j.name.replace(",", " ")]
@@ -70,7 +70,7 @@ def test_report_compares_runs_of_different_lengths_at_one_budget(tmp_path):
     out = tmp_path / "report"
     assert report.main([str(tmp_path / n) for n in ("long", "short", "cut")]
                        + ["--out", str(out), "--budget", "10000", "--threshold", "15", "--last", "1"]) == 0
-    table = {r["label"]: r for r in json.loads((out / "report.json").read_text())}
+    table = {r["label"]: r for r in json.loads((out / "report.json").read_text())["groups"]}
     assert set(table) == {"experiment=a", "experiment=b"}
     assert table["experiment=a"]["mean"] == 20.0 and table["experiment=a"]["steps_to_threshold_median"] == 10000
     assert table["experiment=b"]["mean"] == 40.0 and table["experiment=b"]["completed"] == 1
@@ -85,10 +85,38 @@ def test_final_is_the_mean_of_the_last_evals_and_stability_counts_the_evals_that
     fake_run(tmp_path / "hold", ["experiment=b"], [(1000, 100.0), (2000, 500.0), (3000, 500.0), (4000, 490.0)])
     out = tmp_path / "report"
     assert report.main([str(tmp_path), "--out", str(out), "--threshold", "500"]) == 0
-    table = {r["label"]: r for r in json.loads((out / "report.json").read_text())}
+    table = {r["label"]: r for r in json.loads((out / "report.json").read_text())["groups"]}
     assert table["experiment=a"]["mean"] == pytest.approx((480 + 15 + 25) / 3)
     assert table["experiment=a"]["stability_median"] == pytest.approx(1 / 3)  # 480 stays, 15 and 25 do not
     assert table["experiment=b"]["mean"] == pytest.approx((500 + 500 + 490) / 3)
     assert table["experiment=b"]["stability_median"] == 1.0  # 500 and 490 both within 5% of 500
     assert report.stability([10.0, 20.0], 500.0) is None and report.final_of([], 3) is None
     assert "mean of its last 3 evaluations" in (out / "report.md").read_text()
+
+
+def test_rliable_intervals_profiles_and_probability_of_improvement(tmp_path):
+    """Five seeds of a clearly better group against a worse one: rliable's IQM, mean and optimality gap come
+    with intervals that hold their point estimates, the better group improves on the worse with probability 1
+    (every run above every run), a group compared with itself gets 0.5, and the performance profiles plot."""
+    for seed in range(5):
+        fake_run(tmp_path / f"good{seed}", ["agent=good"], [(1000, 480.0 + 4 * seed)])
+        fake_run(tmp_path / f"bad{seed}", ["agent=bad"], [(1000, 100.0 + 50 * seed)])
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path), "--out", str(out), "--threshold", "475", "--last", "1",
+                        "--pairs", "agent=good:agent=bad", "agent=bad:agent=bad"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    groups = {r["label"]: r for r in data["groups"]}
+    good, bad = groups["agent=good"], groups["agent=bad"]
+    assert good["iqm"] == pytest.approx(488.0) and bad["mean"] == pytest.approx(200.0)
+    for g in (good, bad):
+        for key in ("iqm", "mean", "gap"):
+            low, high = g[f"{key}_ci"]
+            assert low <= g[key] <= high
+    assert good["gap"] == 0.0 and bad["gap"] == pytest.approx(475 - 200.0)  # every bad run falls short
+    assert bad["mean_ci"][1] - bad["mean_ci"][0] > 50  # the spread of 100..300 shows in the interval
+    p = {b["pair"]: b for b in data["improvement"]}
+    assert p["agent=good > agent=bad"]["p"] == 1.0 and p["agent=bad > agent=bad"]["p"] == 0.5
+    assert (out / "profiles.png").stat().st_size > 5000
+    md = (out / "report.md").read_text()
+    assert "stratified-bootstrap" in md and "| `agent=good` | `agent=bad` | 1.00 [1.00, 1.00] |" in md
+    assert report.main([str(tmp_path), "--out", str(out), "--pairs", "agent=good:nope"]) == 2

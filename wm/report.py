@@ -2,10 +2,12 @@
 
 Finds every run dir (one with metrics.jsonl) under the given paths, groups runs by what was varied
 (their Hydra overrides minus the seed), aggregates each run's final performance (the mean of its last
-``--last`` evaluations) over seeds (IQM and mean with 95% bootstrap confidence intervals), and writes
-report.md with PNG plots: return vs env steps with confidence bands, final performance, and the table of
-steps to a threshold, how well runs stay there, and wall time. Runs that failed, were
-interrupted or are still running are listed as such and left out of the aggregates.
+``--last`` evaluations) over seeds with rliable (Agarwal et al. 2021): IQM, mean and, with a threshold, the
+optimality gap, each with a 95% stratified-bootstrap interval; the performance profile of every group; and
+the probability that one group improves on another (``--pairs``, or every pair). It writes report.md with
+PNG plots (return vs env steps with bands, final performance, performance profiles) and the table of steps to
+a threshold, how well runs stay there, and wall time. Runs that failed, were interrupted or are still
+running are listed as such and left out of the aggregates.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,16 +93,50 @@ def label_of(path: Path, config: dict) -> str:
     return "/".join(names)
 
 
+REPS = 2000  # bootstrap resamples (rliable's default for profiles; its 50,000 for intervals is slow and changes little)
+
+
 def iqm(x: np.ndarray) -> float:
     return float(stats.trim_mean(x, 0.25))
 
 
-def ci(x: np.ndarray, statistic, seed: int = 0) -> tuple[float, float]:
-    if len(x) < 2:
-        return (float(x[0]), float(x[0])) if len(x) else (float("nan"), float("nan"))
-    res = stats.bootstrap((x,), lambda a, axis=-1: np.apply_along_axis(statistic, axis, a), n_resamples=2000,
-                          confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+def interval(scores: dict[str, np.ndarray], func, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """rliable's point estimate and 95% stratified-bootstrap interval of ``func`` for each group's final scores
+    (runs x tasks; one task per report: the bootstrap resamples runs). (value, low, high)."""
+    from rliable import library as rly
+
+    if not scores:
+        return {}
+    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch now deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        points, cis = rly.get_interval_estimates({k: v.reshape(len(v), -1) for k, v in scores.items()},
+                                                 lambda s: np.array([func(s)]), reps=REPS,
+                                                 random_state=np.random.RandomState(seed))
+    return {k: (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in scores}
+
+
+def improvement(scores: dict[str, np.ndarray], pairs: list[tuple[str, str]], seed: int = 0) -> list[dict]:
+    """P(X > Y): the probability that a run of group X scores above a run of group Y (ties count half),
+    with rliable's 95% stratified-bootstrap interval, for each pair (X, Y)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    todo = {f"{x} > {y}": [scores[x][:, None], scores[y][:, None]] for x, y in pairs if x in scores and y in scores}
+    if not todo:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        points, cis = rly.get_interval_estimates(todo, metrics.probability_of_improvement, reps=REPS,
+                                                 random_state=np.random.RandomState(seed))
+    return [{"pair": k, "x": k.split(" > ")[0], "y": k.split(" > ")[1], "p": float(points[k]),
+             "ci": (float(np.ravel(cis[k])[0]), float(np.ravel(cis[k])[1]))} for k in todo]
+
+
+def optimality_gap(threshold: float):
+    """rliable's optimality gap in raw units: how far runs fall short of ``threshold`` on average."""
+    from rliable import metrics
+
+    return lambda s: metrics.aggregate_optimality_gap(s, gamma=threshold)
 
 
 def final_of(values, last: int) -> float | None:
@@ -138,8 +175,8 @@ def aggregate(runs: list[Run], metric: str, threshold: float | None, last: int =
         row = {"label": label, "runs": len(members), "completed": len(done),
                "not_completed": {r.path.name: r.status for r in members if r not in done}}
         if len(finals):
-            row |= {"iqm": iqm(finals), "iqm_ci": ci(finals, iqm), "mean": float(finals.mean()),
-                    "mean_ci": ci(finals, np.mean), "wall_median": float(np.median(
+            row |= {"finals": finals.tolist(), "iqm": iqm(finals), "mean": float(finals.mean()),
+                    "wall_median": float(np.median(
                         [r.summary.get("wall_seconds", np.nan) for r in done])),
                     "steps_median": float(np.median([r.summary.get("steps", np.nan) for r in done]))}
             if threshold is not None:
@@ -150,6 +187,16 @@ def aggregate(runs: list[Run], metric: str, threshold: float | None, last: int =
                         float(np.median(reached)) if reached else None,
                         "stability_median": float(np.median(stays)) if stays else None}
         table.append(row)
+    from rliable import metrics
+
+    scores = {r["label"]: np.array(r["finals"]) for r in table if "finals" in r}
+    stats_of = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}
+    if threshold is not None:
+        stats_of["gap"] = optimality_gap(threshold)
+    for name, func in stats_of.items():
+        for label, (value, low, high) in interval(scores, func).items():
+            row = next(r for r in table if r["label"] == label)
+            row[name], row[f"{name}_ci"] = value, (low, high)
     return sorted(table, key=lambda r: r["label"])
 
 
@@ -193,8 +240,34 @@ def plot_final(table: list[dict], metric: str, out: Path) -> Path:
         low, high = r["iqm_ci"]
         ax.errorbar(r["iqm"], i, xerr=[[r["iqm"] - low], [high - r["iqm"]]], fmt="o", color=f"C{i}", capsize=4)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
-    ax.set_xlabel(f"final {metric} (mean of the last evaluations): IQM over seeds, 95% bootstrap CI")
+    ax.set_xlabel(f"final {metric} (mean of the last evaluations): IQM over seeds, 95% stratified-bootstrap CI")
     return _save(fig, ax, out / "final.png")
+
+
+def plot_profiles(table: list[dict], metric: str, out: Path) -> Path | None:
+    """rliable's performance profiles: for each score tau, the fraction of a group's runs above it (95%
+    stratified-bootstrap bands)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    scores = {r["label"]: np.array(r["finals"])[:, None] for r in table if "finals" in r}
+    if not scores:
+        return None
+    every = np.concatenate([v.ravel() for v in scores.values()])
+    taus = np.linspace(every.min(), every.max(), 101) if every.max() > every.min() else np.array([every.min()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        profiles, cis = rly.create_performance_profile(scores, taus, reps=REPS)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
+                                         colors=dict(zip(scores, (f"C{i}" for i in range(len(scores))))),
+                                         xlabel=f"final {metric} (tau)", ylabel="fraction of runs > tau")
+    ax.legend([plt.Line2D([], [], color=f"C{i}") for i in range(len(scores))], list(scores), fontsize=7)
+    return _save(fig, ax, out / "profiles.png")
 
 
 def _save(fig, ax, path: Path) -> Path:
@@ -212,17 +285,18 @@ def fmt(x: float | None, ndigits: int = 1) -> str:
 
 
 def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float | None, sources: list[Path],
-             budget: int | None = None, last: int = 3) -> str:
+             budget: int | None = None, last: int = 3, better: list[dict] | None = None) -> str:
     at = f" at {budget:,} env steps (every run cut at this budget)" if budget is not None else ""
     stays = (f" Stays: the median share of a run's evaluations after its first at {threshold:g} that stay "
              f"within 5% of it.") if threshold is not None else ""
     lines = ["# Comparison report", "", f"Runs from: {', '.join(str(s) for s in sources)}  ",
              f"Metric: `{metric}`, final performance per run: the mean of its last {last} evaluations{at}, "
-             f"aggregated over seeds.{stays}", "",
-             "![curves](curves.png)", "", "![final](final.png)", ""]
+             f"aggregated over seeds with rliable: IQM, mean{' and optimality gap' if threshold is not None else ''} "
+             f"with 95% stratified-bootstrap intervals ({REPS} resamples).{stays}", "",
+             "![curves](curves.png)", "", "![final](final.png)", "", "![performance profiles](profiles.png)", ""]
     head = ["group", "runs (completed)", "IQM [95% CI]", "mean [95% CI]", "median wall s", "median steps"]
     if threshold is not None:
-        head += [f"reached {threshold:g}", "median steps to it", "stays"]
+        head += [f"optimality gap to {threshold:g} [95% CI]", f"reached {threshold:g}", "median steps to it", "stays"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         cells = [f"`{r['label']}`", f"{r['runs']} ({r['completed']})"]
@@ -231,11 +305,19 @@ def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float |
                       f"{fmt(r['mean'])} [{fmt(r['mean_ci'][0])}, {fmt(r['mean_ci'][1])}]",
                       fmt(r["wall_median"]), fmt(r["steps_median"], 0)]
             if threshold is not None:
-                cells += [f"{r['reached']}/{r['completed']}", fmt(r["steps_to_threshold_median"], 0),
+                cells += [f"{fmt(r['gap'])} [{fmt(r['gap_ci'][0])}, {fmt(r['gap_ci'][1])}]",
+                          f"{r['reached']}/{r['completed']}", fmt(r["steps_to_threshold_median"], 0),
                           fmt(r["stability_median"], 2)]
         else:
             cells += ["-"] * (len(head) - 2)
         lines.append("| " + " | ".join(cells) + " |")
+    if better:
+        lines += ["", "## Probability of improvement", "",
+                  "P(X > Y): the chance that a run of X ends above a run of Y (ties count half), with its 95% "
+                  "stratified-bootstrap interval; 0.5 is no difference.", "",
+                  "| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]
+        lines += [f"| `{b['x']}` | `{b['y']}` | {fmt(b['p'], 2)} [{fmt(b['ci'][0], 2)}, {fmt(b['ci'][1], 2)}] |"
+                  for b in better]
     unfinished = [(r.label, r.path, r.status) for r in runs if r.status != "completed"]
     lines += ["", "## Runs not in the aggregates", ""]
     lines += [f"- `{label}` {path}: **{status}**" for label, path, status in unfinished] or ["- none"]
@@ -251,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--last", type=int, default=3, help="a run's final performance: the mean of its last N evals")
     p.add_argument("--budget", type=int, default=None,
                    help="compare at this many env steps: longer runs are cut there (equal budgets)")
+    p.add_argument("--pairs", nargs="+", default=None, metavar="X:Y",
+                   help="groups to compare by probability of improvement, as 'label X:label Y' "
+                        "(default: every pair when there are at most 6 groups)")
     args = p.parse_args(argv)
     missing = [str(x) for x in args.paths if not x.exists()]
     if missing:
@@ -262,11 +347,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     table = aggregate(runs, args.metric, args.threshold, args.last)
+    labels = [r["label"] for r in sorted((r for r in table if "finals" in r), key=lambda r: -r["iqm"])]
+    if args.pairs is None:  # every pair, the higher IQM first
+        pairs = [(x, y) for i, x in enumerate(labels) for y in labels[i + 1:]] if len(labels) <= 6 else []
+    else:
+        pairs = [tuple(p.split(":", 1)) for p in args.pairs]
+        bad = [p for p in args.pairs if ":" not in p or any(x not in labels for x in p.split(":", 1))]
+        if bad:
+            print(f"error: --pairs {' '.join(bad)}: each is 'X:Y' with X and Y among the groups: "
+                  f"{', '.join(labels)}", file=sys.stderr)
+            return 2
+    better = improvement({r["label"]: np.array(r["finals"]) for r in table if "finals" in r}, pairs)
     plot_curves(runs, args.metric, args.out, args.threshold)
     plot_final(table, args.metric, args.out)
+    plot_profiles(table, args.metric, args.out)
     (args.out / "report.md").write_text(markdown(table, runs, args.metric, args.threshold, args.paths, args.budget,
-                                                 args.last))
-    (args.out / "report.json").write_text(json.dumps(table, indent=2, default=str) + "\n")
+                                                 args.last, better))
+    (args.out / "report.json").write_text(json.dumps({"groups": table, "improvement": better}, indent=2,
+                                                     default=str) + "\n")
     print(f"wrote {args.out / 'report.md'} ({len(runs)} runs in {len(table)} groups)")
     return 0
 
