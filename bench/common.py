@@ -135,6 +135,19 @@ def spread(values: list[float | None]) -> dict[str, Any]:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def iqm_interval(values: list[float | None]) -> dict[str, Any] | None:
+    """IQM over seeds with rliable's 95% stratified-bootstrap interval (wm.report's statistics)."""
+    import numpy as np
+
+    from wm import report
+
+    vals = np.array([v for v in values if v is not None], float)
+    if not len(vals):
+        return None
+    value, low, high = report.interval({"x": vals}, report.iqm_of)["x"]
+    return {"iqm": round(value, 2), "ci95": [round(low, 2), round(high, 2)], "n": len(vals)}
+
+
 def write_results(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"name": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "git_commit": git_commit(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.common import plot_curves, spread, train_seed, write_results
+from bench.common import iqm_interval, plot_curves, spread, train_seed, write_results
 from wm import report
 
 THRESHOLD = 475.0
@@ -46,6 +46,7 @@ def main() -> None:
         "threshold": THRESHOLD, "final": f"mean of the last {LAST} evaluations", "seeds": seeds,
         "summary": {
             "final_return": spread([r["final"] for r in seeds]),
+            "final_return_iqm": iqm_interval([r["final"] for r in seeds]),
             "seeds_final_at_threshold": sum(r["final"] >= THRESHOLD for r in seeds), "n_seeds": len(seeds),
             "seeds_reaching_threshold": sum(r is not None for r in reached),
             "steps_to_threshold": spread(reached), "stability": spread([r["stability"] for r in seeds]),

@@ -34,6 +34,7 @@ from bench.common import (
     RUNS,
     curve,
     first_step_at,
+    iqm_interval,
     plot_curves,
     read_run,
     spread,
@@ -115,6 +116,7 @@ def summarise(seeds: list[dict]) -> dict[str, Any]:
     reached = [r["steps_to_threshold"] for r in seeds]
     return {
         "final_mean_last3_iqm": iqm([r["final_mean_last3"] for r in seeds]),
+        "final_mean_last3_iqm_ci": iqm_interval([r["final_mean_last3"] for r in seeds]),
         "final_mean_last3": spread([r["final_mean_last3"] for r in seeds]),
         "stability": spread([r["stability"] for r in seeds]),
         "seeds_reaching_threshold": sum(r is not None for r in reached), "n_seeds": len(seeds),
@@ -395,9 +397,11 @@ def bench_stable(args) -> None:
                        "eval_episodes": 10},
             "summary": {
                 "final_mean_last3_iqm_at_short": iqm([r["final_mean_last3"] for r in short]),
+                "final_mean_last3_iqm_ci_at_short": iqm_interval([r["final_mean_last3"] for r in short]),
                 "seeds_reaching_threshold_by_short": sum(r["steps_to_threshold"] is not None for r in short),
                 "steps_to_threshold": [r["steps_to_threshold"] for r in short],
                 "final_mean_last3_iqm_at_long": iqm([r["final_mean_last3_long"] for r in recs]),
+                "final_mean_last3_iqm_ci_at_long": iqm_interval([r["final_mean_last3_long"] for r in recs]),
                 "min_eval_after_short": min((r["min_eval_after_short"] for r in recs
                                              if r["min_eval_after_short"] is not None), default=None),
                 "stability_long": spread([r["stability_long"] for r in recs]),

@@ -100,6 +100,13 @@ def iqm(x: np.ndarray) -> float:
     return float(stats.trim_mean(x, 0.25))
 
 
+def iqm_of(scores: np.ndarray) -> float:
+    """rliable's IQM of a runs x tasks score matrix (the statistic ``interval`` bootstraps)."""
+    from rliable import metrics
+
+    return metrics.aggregate_iqm(scores)
+
+
 def interval(scores: dict[str, np.ndarray], func, seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """rliable's point estimate and 95% stratified-bootstrap interval of ``func`` for each group's final scores
     (runs x tasks; one task per report: the bootstrap resamples runs). (value, low, high)."""
@@ -190,7 +197,7 @@ def aggregate(runs: list[Run], metric: str, threshold: float | None, last: int =
     from rliable import metrics
 
     scores = {r["label"]: np.array(r["finals"]) for r in table if "finals" in r}
-    stats_of = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}
+    stats_of = {"iqm": iqm_of, "mean": metrics.aggregate_mean}
     if threshold is not None:
         stats_of["gap"] = optimality_gap(threshold)
     for name, func in stats_of.items():
