@@ -37,6 +37,28 @@ def train(run_dir: Path, *overrides: str, env: dict | None = None, timeout: int 
     return subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout)
 
 
+def refused(run_dir: Path, *overrides: str) -> str:
+    """Run train.py expecting a refusal before any work: exit 2 and exactly one line on stderr, returned."""
+    proc = train(run_dir, *overrides)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-1500:]
+    return lines[0]
+
+
+def assert_resumes_exactly(tmp_path: Path, run: list[str]) -> tuple[Path, Path]:
+    """Run ``run`` twice; resume the second from its previous checkpoint (latest.pt removed): its metrics must
+    equal the uninterrupted run's, wall-clock fields aside. Returns (uninterrupted, resumed) run dirs."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train(full, *run).returncode == 0
+    assert train(part, *run).returncode == 0
+    (part / "checkpoints" / "latest.pt").unlink()
+    resumed = train(part, *run, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and "per_s" not in k} for r in rows]  # noqa: E731
+    assert drop(metrics(part)) == drop(metrics(full))
+    return full, part
+
+
 def wait_for_checkpoint(run_dir: Path, proc, min_step: int) -> None:
     """Wait until the running ``proc`` has checkpointed at or past ``min_step`` (its summary says so)."""
     deadline = time.time() + 240

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import signal
 
-from tests.conftest import TINY, kill_then_resume, metrics, summary, train, wait_for_checkpoint
+from tests.conftest import (
+    TINY,
+    assert_resumes_exactly,
+    kill_then_resume,
+    metrics,
+    summary,
+    train,
+    wait_for_checkpoint,
+)
 
 RUN = [*TINY, "total_steps=2000", "eval.every=500", "checkpoint.every=200"]
 
@@ -54,11 +62,4 @@ def test_dyna_cartpole_resumes_exactly(tmp_path):
     run = ["experiment=dyna_cartpole", "total_steps=700", "eval.every=350", "eval.episodes=2", "eval.envs=2",
            "checkpoint.every=300", "agent.prefill=200", "agent.update.start=200", "agent.update.every=100",
            "agent.update.updates=4", "model.warmup=2", "log_every=100"]
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert train(full, *run).returncode == 0
-    assert train(part, *run).returncode == 0
-    (part / "checkpoints" / "latest.pt").unlink()  # resume from previous.pt (~600): the last 100 steps again
-    resumed = train(part, *run, "resume=true")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
-    assert drop(metrics(part)) == drop(metrics(full))
+    assert_resumes_exactly(tmp_path, run)  # from previous.pt (~600): the last 100 steps again

@@ -114,10 +114,14 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
         agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model,
                                device=plan.device, **extra)
         return OnlineLoop(settings, plan.env, agent, model, logger, plan.device, progress=progress)
-    if plan.loop == "supervised":
+    if plan.loop == "supervised":  # a model trained on a dataset, or an offline agent (model=none)
         data = plan.data_cls(plan.data, seed=r.seed)
-        model = plan.model_cls(plan.model, data=data, device=plan.device)
-        return SupervisedLoop(settings, data, model, logger, progress=progress)
+        if plan.model_cls is not None:
+            learner = plan.model_cls(plan.model, data=data, device=plan.device)
+        else:
+            learner = plan.agent_cls(plan.agent, data=data, device=plan.device, episodes=r.eval.episodes,
+                                     envs=r.eval.envs, seed=r.seed)
+        return SupervisedLoop(settings, data, learner, logger, progress=progress)
     if plan.loop == "evolution":  # World Models: staged rollouts -> V -> M -> CMA-ES controller
         obs_space, act_space = plan.spaces
         model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space, device=plan.device)

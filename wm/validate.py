@@ -158,7 +158,8 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
     data_cls = target_class(cfg.data, "data") if "data" in cfg else None
     model_cls = target_class(cfg.model, "model")
     agent_cls = target_class(cfg.agent, "agent")
-    loop = getattr(model_cls, "loop", "online")
+    loop = getattr(model_cls, "loop", "online") if model_cls else (
+        "supervised" if getattr(agent_cls, "loop", None) == "supervised" else "online")  # offline agents
     # a supervised run ignores the env group (the default run's env=cartpole stays out of its way)
     env = typed(env_cls, cfg.env, "env") if env_cls and loop != "supervised" else None
     env_cls = env_cls if env is not None else None
@@ -210,11 +211,12 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
                                   f"adds its bonus in imagination, on latent states; valid: intrinsic=disagreement "
                                   f"(Plan2Explore) or intrinsic=none")
             intrinsic = typed(intrinsic_cls, cfg.intrinsic if "intrinsic" in cfg else {}, "intrinsic")
-    elif agent_cls is not None:
+    elif agent_cls is not None and model_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")
     elif data_cls is None:
-        raise ConfigError(f"{names}: model={_choice(cfg, 'model')} learns from a dataset; valid data: "
+        learner = f"model={_choice(cfg, 'model')}" if model_cls else f"agent={_choice(cfg, 'agent')}"
+        raise ConfigError(f"{names}: {learner} learns from a dataset; valid data: "
                           f"{', '.join(o for o in options('data') if o != 'none')}")
     plan = Plan(run, env, env_cls, model_cls, model, agent_cls, agent, device, logger, loop, spaces,
                 intrinsic_cls, intrinsic, data_cls, data)

@@ -32,7 +32,7 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.config import param, require
-from wm.core.nets import adam, mlp
+from wm.core.nets import SavesOptimizers, adam, mlp
 from wm.models import dists
 from wm.models.dists import HEADS
 from wm.models.nets import zero_last
@@ -69,10 +69,11 @@ def clamp_st(a: torch.Tensor) -> torch.Tensor:
     return a + (a.clamp(-1, 1) - a).detach()
 
 
-class ActorCritic(Agent):
+class ActorCritic(SavesOptimizers, Agent):
     action_kinds = ("discrete", "continuous")
     requires_model = ("rssm",)  # checked by wm.validate before anything is built
     takes_intrinsic = "latent"  # wm.validate passes the latent variant of the intrinsic option (or refuses it)
+    OPTIMIZERS = {"_actor_opt": "actor_opt", "_critic_opt": "critic_opt"}
 
     @dataclass
     class Config:
@@ -353,21 +354,3 @@ class ActorCritic(Agent):
         """Called by the loop after each evaluation: the intrinsic module's coverage (and visitation image)."""
         if self.intrinsic is not None:
             self.intrinsic.artifacts(run_dir, logger, step)
-
-    # ----- checkpointing: optimizers included ----------------------------------------------------------
-    def state_dict(self, *args, **kwargs):
-        d = super().state_dict(*args, **kwargs)
-        if not args and "destination" not in kwargs:
-            d["_actor_opt"] = self.actor_opt.state_dict()
-            d["_critic_opt"] = self.critic_opt.state_dict()
-        return d
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        state_dict = dict(state_dict)
-        a, c = state_dict.pop("_actor_opt", None), state_dict.pop("_critic_opt", None)
-        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        if a is not None:
-            self.actor_opt.load_state_dict(a)
-        if c is not None:
-            self.critic_opt.load_state_dict(c)
-        return out

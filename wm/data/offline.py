@@ -7,6 +7,7 @@ holds observations (T+1, ...), actions (T, ...), rewards, terminations and trunc
 
     python -m wm.data.offline export <run dir> <namespace/name-v0> [--root DIR]   # the run's replay
     python -m wm.data.offline info <namespace/name-v0 | dataset dir>
+    python train.py data=minari data.source=<id | dir> agent=bc model=none       # train on one (MinariData)
 
 From a replay (wm/data/replay.py, the DreamerV3 row format): each env's rows in the order they were written; an
 episode runs from an ``is_first`` row to an ``is_last`` one (terminated if ``is_terminal``, else truncated). The
@@ -22,12 +23,14 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
 
+from wm.config import param
 from wm.errors import ConfigError
 
 KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
@@ -122,6 +125,48 @@ def load(source: str | Path):
 def episodes(dataset) -> list[dict[str, np.ndarray]]:
     """Every episode of a Minari dataset as numpy arrays (KEYS)."""
     return [{k: np.asarray(getattr(ep, k)) for k in KEYS} for ep in dataset.iterate_episodes()]
+
+
+class MinariData:
+    """``data=minari``: a Minari dataset for the offline agents (agent=bc, agent=decision_transformer), trained
+    by the supervised loop and evaluated in the env the dataset records (its env spec). Scores are normalised
+    with the dataset's ``ref_min_score`` / ``ref_max_score`` when it has them (100 = expert, 0 = random)."""
+
+    offline = True  # what the offline agents check for
+
+    @dataclass
+    class Config:
+        name: str = param("minari", free="the option's name")
+        source: Optional[str] = param(None, free="a dataset id or directory, checked by loading it")
+
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        if plan.data.source is None:
+            return "data=minari needs data.source=<a dataset id under MINARI_DATASETS_PATH, or its directory>"
+        if not getattr(plan.agent_cls, "offline", False):
+            return "data=minari feeds the offline agents: use model=none and agent=bc or agent=decision_transformer"
+        load(plan.data.source)  # missing or malformed: its own one-line ConfigError
+        return None
+
+    def __init__(self, cfg: Config, seed: int = 0):
+        self.cfg, self.seed = cfg, seed
+        self.dataset = load(cfg.source)
+        self.episodes = episodes(self.dataset)
+        meta = self.dataset.storage.metadata
+        self.ref_min, self.ref_max = meta.get("ref_min_score"), meta.get("ref_max_score")
+        self.observation_space, self.action_space = self.dataset.observation_space, self.dataset.action_space
+        self.env_spec = self.dataset.spec.env_spec
+
+    def make_env(self) -> gym.Env:
+        """The env the data came from (for evaluation); refused in one line if the dataset records none."""
+        if self.env_spec is None:
+            raise ConfigError(f"{self.cfg.source}: the dataset records no env to evaluate in")
+        return gym.make(self.env_spec)
+
+    def normalized(self, ret: float) -> float | None:
+        if self.ref_min is None or self.ref_max is None or self.ref_max == self.ref_min:
+            return None
+        return 100.0 * (ret - self.ref_min) / (self.ref_max - self.ref_min)
 
 
 # ---- from a run dir ------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import param
-from wm.core.nets import adam, mlp
+from wm.core.nets import SavesOptimizers, adam, mlp
 from wm.core.schedule import Schedule
 from wm.models import dists
 from wm.models.base import WorldModel
@@ -57,10 +57,11 @@ class Posteriors:
         return flat, self.cont.reshape(-1)
 
 
-class RSSM(WorldModel):
+class RSSM(SavesOptimizers, WorldModel):
     """World model: encoder, RSSM core (GRU + stochastic latent), decoder, reward and continue heads."""
 
     loop = "online"
+    OPTIMIZERS = {"_optimizer": "opt"}  # checkpoints carry the optimizer (wm.core.nets.SavesOptimizers)
 
     @dataclass
     class Config:
@@ -299,21 +300,6 @@ class RSSM(WorldModel):
                                      1.0 - batch["is_terminal"].to(self.device).float())
         self._updates += 1
         return metrics
-
-    # ----- checkpointing: optimizer included ---------------------------------------------------------
-    def state_dict(self, *args, **kwargs):
-        d = super().state_dict(*args, **kwargs)
-        if not args and "destination" not in kwargs:
-            d["_optimizer"] = self.opt.state_dict()
-        return d
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        state_dict = dict(state_dict)
-        opt = state_dict.pop("_optimizer", None)
-        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        if opt is not None:
-            self.opt.load_state_dict(opt)
-        return out
 
     # ----- open-loop video (pixel envs) ---------------------------------------------------------------
     @torch.no_grad()
