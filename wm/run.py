@@ -95,6 +95,20 @@ def _kept(loop: Any, run_dir: Path) -> str:
     return f"the last good checkpoint (step {getattr(loop, 'last_checkpoint', '?')}) is kept"
 
 
+def online_parts(plan: Plan) -> tuple[Any, Any]:
+    """The agent and (or None) the model of an online run, built from the plan (intrinsic module included)."""
+    obs_space, act_space = plan.spaces
+    model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space,
+                           device=plan.device) if plan.model_cls else None
+    extra = {}
+    if plan.intrinsic_cls is not None:
+        extra["intrinsic"] = plan.intrinsic_cls(plan.intrinsic, obs_space=obs_space, act_space=act_space,
+                                                device=plan.device)
+    agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model,
+                           device=plan.device, **extra)
+    return agent, model
+
+
 def build_loop(plan: Plan, logger: Logger) -> Any:
     r = plan.run
     settings = LoopSettings(
@@ -104,15 +118,7 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
     )
     progress = r.progress and not os.environ.get("CI")
     if plan.loop == "online":
-        obs_space, act_space = plan.spaces
-        model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space,
-                               device=plan.device) if plan.model_cls else None
-        extra = {}
-        if plan.intrinsic_cls is not None:
-            extra["intrinsic"] = plan.intrinsic_cls(plan.intrinsic, obs_space=obs_space, act_space=act_space,
-                                                    device=plan.device)
-        agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model,
-                               device=plan.device, **extra)
+        agent, model = online_parts(plan)
         return OnlineLoop(settings, plan.env, agent, model, logger, plan.device, progress=progress)
     if plan.loop == "supervised":  # a model trained on a dataset, or an offline agent (model=none)
         data = plan.data_cls(plan.data, seed=r.seed)
@@ -129,3 +135,30 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
                                device=plan.device)
         return EvolutionLoop(settings, plan.env, model, agent, logger, plan.device, progress=progress)
     raise ConfigError(f"model loop {plan.loop!r} is not known; valid: online, supervised, evolution")
+
+
+def restore(run_dir: Path) -> tuple[Plan, Any, Any]:
+    """A run's online parts as its latest checkpoint left them: (plan, agent, model), for tools that act with a
+    trained policy (dataset rollouts, videos). The config is recomposed from the run's own overrides."""
+    import tempfile
+
+    from hydra import compose, initialize_config_dir
+
+    from wm.validate import CONF_DIR
+
+    run_dir = Path(run_dir)
+    if not checkpoint.exists(run_dir):
+        raise ConfigError(f"{run_dir}: no checkpoint to restore")
+    saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+    overrides = [o for o in saved if not o.startswith(("hydra.", "resume", "progress"))]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    plan = validate(cfg, Path(tempfile.mkdtemp()))
+    if plan.loop != "online":
+        raise ConfigError(f"{run_dir}: a run of the {plan.loop} loop has no online policy to restore")
+    state = checkpoint.load(run_dir)
+    agent, model = online_parts(plan)
+    agent.load_state_dict(state["agent"])
+    if model is not None:
+        model.load_state_dict(state["model"])
+    return plan, agent, model

@@ -116,3 +116,27 @@ def test_a_runs_replay_exported_by_the_cli(tmp_path):
     proc = subprocess.run([*cli, "export", str(tmp_path), "wm/x-v0", "--root", str(root)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no checkpoint" in proc.stderr
+
+
+def test_a_checkpointed_policy_rolled_out_into_a_dataset(tmp_path):
+    """wm.run.restore rebuilds a run's agent from its checkpoint; offline.rollout plays it greedily from its own
+    seed stream into whole episodes (same seed: same episodes), which write and load back exactly."""
+    from wm.envs.factory import make_env
+    from wm.run import restore
+
+    run = tmp_path / "run"
+    assert train(run, *TINY, "checkpoint.every=600").returncode == 0
+    plan, agent, model = restore(run)
+    assert model is None and plan.env.id == "CartPole-v1"
+    act = lambda obs, state, first: agent.act(obs, state, first, explore=False)  # noqa: E731
+    eps = offline.rollout(act, make_env(plan.env), 300, seed=5)
+    assert sum(len(e["rewards"]) for e in eps) >= 300 and all(e["terminations"][-1] or e["truncations"][-1]
+                                                              for e in eps)
+    again = offline.rollout(act, make_env(plan.env), 300, seed=5)
+    same(eps, again)
+    env = make_env(plan.env)
+    offline.write("wm/rollout-v0", eps, env="CartPole-v1", observation_space=env.observation_space,
+                  action_space=env.action_space, root=tmp_path / "ds", algorithm="test", description="test")
+    same(offline.episodes(offline.load(tmp_path / "ds" / "wm" / "rollout-v0")), eps)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        restore(tmp_path)

@@ -18,9 +18,7 @@ from torch import nn
 from wm.agents.base import Agent
 from wm.config import param
 from wm.core.nets import SavesOptimizers, adam, mlp
-from wm.core.seeds import EVAL, episode_seed
-
-BATCH_STREAM = 31  # the agents' own seed stream for minibatches: (seed, BATCH_STREAM, step) -> rows
+from wm.core.seeds import EVAL, OFFLINE_STREAM, episode_seed
 
 
 def top_episodes(episodes: list[dict], share: float) -> list[dict]:
@@ -60,7 +58,7 @@ class OfflineAgent(Agent):
         self.act_dim = int(self.act_space.n) if self.discrete else int(np.prod(self.act_space.shape))
 
     def rng(self, step: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, BATCH_STREAM, step])
+        return np.random.default_rng([self.seed, OFFLINE_STREAM, step])
 
     def to_env(self, out: torch.Tensor) -> np.ndarray:
         """Network output -> env actions: argmax of logits, or tanh-squashed values scaled into the box."""

@@ -14,10 +14,11 @@ CONTROLLER = 11  # CMA-ES candidates' episodes: (seed, CONTROLLER, generation, r
 REEVAL = 12      # re-evaluation of the best candidate: (seed, REEVAL, generation, rollout)
 DREAM = 13       # training in the dream: (seed, DREAM[, generation])
 Z_NOISE = 14     # the eps in z = mu + sigma * eps, per episode seed: (episode seed, Z_NOISE)
+DATASET = 15     # episodes of a policy rolled out into an offline dataset: (seed, DATASET, episode)
 STAGE = 100      # + the stage's index: torch's seed at the start of each World Models stage
 
-# the World Models VAE / MDN-RNN minibatch orders: np.random.default_rng([seed, stream, step])
-VAE_STREAM, RNN_STREAM = 1, 2
+# minibatch orders: np.random.default_rng([seed, stream, step]) (World Models' V and M, the offline agents)
+VAE_STREAM, RNN_STREAM, OFFLINE_STREAM = 1, 2, 31
 
 
 def episode_seed(*key: int) -> int:

@@ -59,6 +59,31 @@ def episodes_from_rows(data: dict[str, np.ndarray], count: np.ndarray, size: int
     return episodes
 
 
+def rollout(act, env: gym.Env, steps: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Whole episodes of a policy until at least ``steps`` env steps (the last episode runs to its end), each
+    from ``episode_seed(seed, DATASET, k)``. ``act(obs (1, ...), state, is_first (1,)) -> (actions (1, ...),
+    state)``: an agent's greedy ``act`` with ``explore=False`` bound."""
+    from wm.core.seeds import DATASET, episode_seed
+
+    out, total = [], 0
+    while total < steps:
+        obs, _ = env.reset(seed=episode_seed(seed, DATASET, len(out)))
+        ep = {k: [] for k in KEYS}
+        ep["observations"].append(obs)
+        state, first = None, np.ones(1, bool)
+        while True:
+            action, state = act(obs[None], state, first)
+            obs, reward, terminated, truncated, _ = env.step(action[0])
+            first = np.zeros(1, bool)
+            for key, value in zip(KEYS, (obs, action[0], reward, terminated, truncated)):
+                ep[key].append(value)
+            if terminated or truncated:
+                break
+        out.append({k: np.asarray(v) for k, v in ep.items()})
+        total += len(ep["rewards"])
+    return out
+
+
 def episodes_from_replay(replay) -> list[dict[str, np.ndarray]]:
     return episodes_from_rows(replay.data, replay.count, replay.size)
 
