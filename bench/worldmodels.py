@@ -297,7 +297,7 @@ def full(extra: list[str], name: str = FULL) -> None:
         "test_envpool_100": {"return_mean": float(np.mean(loop_test)), "return_std": float(np.std(loop_test))},
         "agent_steps": {"total": s["steps"], "frames": 2 * s["steps"],
                         **{k: v for r in rows for k, v in r.items() if k.startswith("rollouts/")},
-                        "controller": (gens[-1].get("env_steps") if gens else None)},
+                        "controller": s["steps"] - sum(r.get("rollouts/steps", 0) for r in rows)},
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "train_wall_seconds": s.get("wall_seconds"), "segments": segments,
         "train_cpu_seconds": round(sum(x["cpu_seconds"] for x in segments), 1), "generations": gens,
