@@ -121,8 +121,7 @@ def write(dataset_id: str, episodes: list[dict[str, np.ndarray]], env: str | gym
         return minari.create_dataset_from_buffers(
             dataset_id, buffer=buffers, env=env, eval_env=env, observation_space=observation_space, action_space=action_space,
             algorithm_name=algorithm, description=description, ref_min_score=ref_min_score,
-            ref_max_score=ref_max_score, data_format="hdf5", author="wm", author_email="wm@localhost",
-            code_permalink="https://github.com/wm/wm")
+            ref_max_score=ref_max_score, data_format="hdf5", author="wm")
 
 
 def load(source: str | Path):
