@@ -297,9 +297,9 @@ def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float |
     stays = (f" Stays: the median share of a run's evaluations after its first at {threshold:g} that stay "
              f"within 5% of it.") if threshold is not None else ""
     lines = ["# Comparison report", "", f"Runs from: {', '.join(str(s) for s in sources)}  ",
-             f"Metric: `{metric}`, final performance per run: the mean of its last {last} evaluations{at}, "
-             f"aggregated over seeds with rliable: IQM, mean{' and optimality gap' if threshold is not None else ''} "
-             f"with 95% stratified-bootstrap intervals ({REPS} resamples).{stays}", "",
+             (f"Metric: `{metric}`, final performance per run: the mean of its last {last} evaluations{at}, "
+              f"aggregated over seeds with rliable: IQM, mean{' and optimality gap' if threshold is not None else ''} "
+              f"with 95% stratified-bootstrap intervals ({REPS} resamples).{stays}"), "",
              "![curves](curves.png)", "", "![final](final.png)", "", "![performance profiles](profiles.png)", ""]
     head = ["group", "runs (completed)", "IQM [95% CI]", "mean [95% CI]", "median wall s", "median steps"]
     if threshold is not None:
@@ -320,8 +320,8 @@ def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float |
         lines.append("| " + " | ".join(cells) + " |")
     if better:
         lines += ["", "## Probability of improvement", "",
-                  "P(X > Y): the chance that a run of X ends above a run of Y (ties count half), with its 95% "
-                  "stratified-bootstrap interval; 0.5 is no difference.", "",
+                  ("P(X > Y): the chance that a run of X ends above a run of Y (ties count half), with its 95% "
+                   "stratified-bootstrap interval; 0.5 is no difference."), "",
                   "| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]
         lines += [f"| `{b['x']}` | `{b['y']}` | {fmt(b['p'], 2)} [{fmt(b['ci'][0], 2)}, {fmt(b['ci'][1], 2)}] |"
                   for b in better]

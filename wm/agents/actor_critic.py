@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -73,7 +73,7 @@ class ActorCritic(SavesOptimizers, Agent):
     action_kinds = ("discrete", "continuous")
     requires_model = ("rssm",)  # checked by wm.validate before anything is built
     takes_intrinsic = "latent"  # wm.validate passes the latent variant of the intrinsic option (or refuses it)
-    OPTIMIZERS = {"_actor_opt": "actor_opt", "_critic_opt": "critic_opt"}
+    OPTIMIZERS: ClassVar[dict[str, str]] = {"_actor_opt": "actor_opt", "_critic_opt": "critic_opt"}
 
     @dataclass
     class Config:

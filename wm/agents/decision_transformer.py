@@ -13,7 +13,7 @@ dataset's best), then R_{t+1} = R_t - r_t after each real step. Returns to go ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ def returns_to_go(rewards: np.ndarray) -> np.ndarray:
 
 
 class DecisionTransformer(SavesOptimizers, OfflineAgent):
-    OPTIMIZERS = {"_opt": "opt", "_sched": "sched"}  # optimizer and warm-up schedule resume too
+    # the optimizer and the warm-up schedule resume too (wm.core.nets.SavesOptimizers)
+    OPTIMIZERS: ClassVar[dict[str, str]] = {"_opt": "opt", "_sched": "sched"}
 
     @dataclass
     class Config:

@@ -8,7 +8,7 @@ wm/agents/decision_transformer.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -123,7 +123,7 @@ class BC(SavesOptimizers, OfflineAgent):
     """Behaviour cloning (``top`` = 1) or filtered %BC (``top`` < 1): an MLP from observation to action,
     cross-entropy for discrete actions, MSE on tanh-squashed actions in [-1, 1] for continuous ones."""
 
-    OPTIMIZERS = {"_opt": "opt"}
+    OPTIMIZERS: ClassVar[dict[str, str]] = {"_opt": "opt"}
 
     @dataclass
     class Config:

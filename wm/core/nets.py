@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -78,7 +79,7 @@ class SavesOptimizers:
     schedulers) named in ``OPTIMIZERS`` ({checkpoint key: attribute}), so a checkpoint resumes training exactly;
     ``load_state_dict`` restores them. Sub-module state dicts (``prefix``/``destination`` calls) stay plain."""
 
-    OPTIMIZERS: dict[str, str] = {}
+    OPTIMIZERS: ClassVar[dict[str, str]] = {}
 
     def state_dict(self, *args, **kwargs):
         d = super().state_dict(*args, **kwargs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -61,7 +61,7 @@ class RSSM(SavesOptimizers, WorldModel):
     """World model: encoder, RSSM core (GRU + stochastic latent), decoder, reward and continue heads."""
 
     loop = "online"
-    OPTIMIZERS = {"_optimizer": "opt"}  # checkpoints carry the optimizer (wm.core.nets.SavesOptimizers)
+    OPTIMIZERS: ClassVar[dict[str, str]] = {"_optimizer": "opt"}  # checkpoints carry it (SavesOptimizers)
 
     @dataclass
     class Config:
