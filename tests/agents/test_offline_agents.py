@@ -78,7 +78,8 @@ def test_dt_sees_no_future_and_no_padding(data):
 @pytest.mark.parametrize("agent", ["bc", "dt"])
 def test_tiny_learning_check(data, agent):
     """From the scripted dataset (mean return 262, random 22): BC on the best third of it and DT conditioned on
-    500 both end near the controller's 500 after a few hundred steps (seeds 0-2 all above 400)."""
+    500 both end near the controller's 500 after a few hundred steps (AMD EPYC: BC 500 for seeds 0-2, DT 500
+    for seeds 0-4 at 600 steps; the bar is 400)."""
     for seed in range(3):
         torch.manual_seed(seed)
         if agent == "bc":
@@ -86,7 +87,7 @@ def test_tiny_learning_check(data, agent):
             steps = 300
         else:
             learner = DecisionTransformer(TINY_DT, data, episodes=5, envs=5, seed=seed)
-            steps = 400
+            steps = 600  # 400 gave 413 / 478 / 500 here: too close to the bar; 600 gave 500 for seeds 0-4
         for step in range(steps):
             learner.train_step(step)
         res = learner.evaluate()

@@ -112,12 +112,10 @@ class DecisionTransformer(SavesOptimizers, OfflineAgent):
         idx = end[:, None] - np.arange(K)[::-1]  # (B, K), oldest first
         mask = idx >= self.start[end][:, None]  # steps before the episode's start are padding
         idx = np.where(mask, idx, end[:, None])
-        actions = self.actions[idx]
-        tensors = [torch.as_tensor(x, device=self.device) for x in
-                   (self.rtg[idx], self.obs[idx], actions, self.timestep[idx], mask)]
-        if not self.discrete:
-            tensors[2] = self.action_target(actions)
-        return (*tensors, self.action_target(actions))
+        target = self.action_target(self.actions[idx])  # class indices, or actions scaled into [-1, 1]
+        rtg, obs, timestep, mask = (torch.as_tensor(x, device=self.device) for x in
+                                    (self.rtg[idx], self.obs[idx], self.timestep[idx], mask))
+        return rtg, obs, target, timestep, mask, target  # the action tokens are the targets themselves
 
     def train_step(self, step: int) -> dict[str, float]:
         self.train()
