@@ -32,7 +32,8 @@ CASES = [
     (["model=hmm", "data=tracking", "agent=none"], "data=tracking model=hmm agent=none: model=hmm needs"),
     (["model=hmm", "data=casino"], "takes no agent; use agent=none"),
     (["model=hmm", "agent=none"], "model=hmm learns from a dataset; valid data: cartpole_pixels_random, casino"),
-    (["data=casino"], "data=casino feeds supervised models (convlstm, hmm, kalman); model=rssm learns in an env"),
+    (["data=casino"], "data=casino feeds supervised models ("),
+    (["data=casino"], "); model=rssm learns in an env: use data=none"),
     (["env=none"], "model=rssm learns in an environment; valid env: "),
 ]
 CASES += [  # combinations a part refuses (its `refuse` hook), found before anything is built

@@ -10,6 +10,7 @@ most likely action). There is nothing to learn here: the world model trains itse
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from wm.agents.base import Agent
 from wm.config import param, require
+from wm.core.planning import cem_search
 from wm.core.schedule import Schedule
 from wm.models.rssm import RSSM
 
@@ -78,30 +80,10 @@ class CEM(Agent):
     @torch.no_grad()
     def plan(self, latent: dict[str, torch.Tensor]) -> torch.Tensor:
         """latent: (n, ...) posterior states -> (n, A) internal first actions."""
-        c, n, A, H, C = self.cfg, latent["deter"].shape[0], self.act_dim, self.cfg.horizon, self.cfg.candidates
+        C = self.cfg.candidates
         start = {k: v.repeat_interleave(C, 0) for k, v in latent.items() if k in ("deter", "stoch")}
-        if self.discrete:
-            probs = torch.full((n, H, A), 1.0 / A, device=self.device)
-        else:
-            mean = torch.zeros(n, H, A, device=self.device)
-            std = torch.ones(n, H, A, device=self.device)
-        for _ in range(c.iterations):
-            if self.discrete:
-                idx = torch.multinomial(probs.reshape(-1, A), C, replacement=True)  # (n*H, C)
-                idx = idx.reshape(n, H, C).permute(0, 2, 1)  # (n, C, H)
-                acts = F.one_hot(idx, A).float()
-            else:
-                acts = (mean[:, None] + std[:, None] * torch.randn(n, C, H, A, device=self.device)).clamp(-1, 1)
-            ret = self.score(start, acts.reshape(n * C, H, A)).reshape(n, C)
-            top = ret.topk(c.top_k, dim=1).indices  # (n, k)
-            elite = torch.gather(acts, 1, top[:, :, None, None].expand(-1, -1, H, A))  # (n, k, H, A)
-            if self.discrete:
-                probs = (1 - c.smoothing) * elite.mean(1) + c.smoothing / A
-            else:
-                mean, std = elite.mean(1), elite.std(1, unbiased=False).clamp(min=1e-3)
-        if self.discrete:
-            return F.one_hot(probs[:, 0].argmax(-1), A).float()
-        return mean[:, 0]
+        return cem_search(partial(self.score, start), latent["deter"].shape[0], self.act_dim, self.discrete,
+                          self.cfg, self.device)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, state, is_first: np.ndarray, explore: bool):
@@ -128,3 +110,4 @@ class CEM(Agent):
 
     def train_step(self, replay, step: int) -> dict[str, float]:
         return {}
+
