@@ -7,7 +7,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-SKIP = {"common", "__main__"}
+SKIP = {"common", "__main__", "causal_pc"}  # causal_pc: the PC peer that bench.causal runs
 
 
 def available() -> list[str]:
