@@ -19,6 +19,12 @@ STAGE = 100      # + the stage's index: torch's seed at the start of each World 
 
 # minibatch orders: np.random.default_rng([seed, stream, step]) (World Models' V and M, the offline agents)
 VAE_STREAM, RNN_STREAM, OFFLINE_STREAM = 1, 2, 31
+CHEMISTRY_STREAM = 41  # model=causal / dense_dynamics batches: ([data seed, CHEMISTRY_STREAM, step])
+NOISE_STREAM = 42      # model=diffusion: a step's windows and noise, episode_seed(run seed, NOISE_STREAM, step)
+NBODY_STREAM = 43      # n-body models' batches: ([data seed, NBODY_STREAM, step])
+CSWM_STREAM = 44       # model=cswm's transitions and negatives: ([data seed, CSWM_STREAM, step])
+WINDOW_STREAM = 45     # data=physics_frames' ConvLSTM windows: ([seed, WINDOW_STREAM, step])
+NBODY_DATA = 0xB0D7    # data=nbody's trajectories: ([seed, NBODY_DATA, split index, trajectory])
 
 
 def episode_seed(*key: int) -> int:

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from wm.config import Allowed, check_tree, param, require
+from wm.core.seeds import NBODY_DATA
 
-DATA_STREAM = 0xB0D7  # np.random.default_rng([seed, DATA_STREAM, split index, trajectory]): one stream each
 TWO_OR_MORE = Allowed(ge=2)  # bodies in a system
 VIRIAL = 0.5  # gravity's initial 2 K / -U: below 1 (equilibrium), so few bodies escape within a trajectory
 
@@ -169,7 +169,7 @@ class NBody:
         return pos, vel, mass, edges
 
     def _simulate(self, index: int, n: int, trajectories: int, steps: int) -> dict[str, np.ndarray]:
-        rngs = [np.random.default_rng([self.seed, DATA_STREAM, index, i]) for i in range(trajectories)]
+        rngs = [np.random.default_rng([self.seed, NBODY_DATA, index, i]) for i in range(trajectories)]
         pos, vel, mass, edges = self._initial(rngs, n)
         xs, vs = self.physics.simulate(pos, vel, mass, edges, steps, self.cfg.dt, self.cfg.substeps)
         m, e = mass[:, None], edges[:, None]

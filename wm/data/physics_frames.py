@@ -47,12 +47,12 @@ import numpy as np
 import torch
 
 from wm.config import check_tree, param, require
+from wm.core.seeds import WINDOW_STREAM
 from wm.data.nbody import NBody
 
 # one RGB colour per body, in [0, 1]; bodies beyond the first three get the mixed colours
 PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1], [1, 0.5, 0]],
                    np.float32)
-WINDOW_STREAM = 45  # ConvLSTM's training windows: np.random.default_rng([seed, WINDOW_STREAM, step])
 RENDER_CHUNK = 512  # frames rendered at once (bounds the (chunk, n, size, size) distance array)
 
 

@@ -40,10 +40,8 @@ from torch import nn
 from wm.config import check_tree, param, require
 from wm.core.nets import SavesOptimizers
 from wm.core.planning import cem_search
-from wm.core.seeds import EVAL, episode_seed
+from wm.core.seeds import CHEMISTRY_STREAM, EVAL, episode_seed
 from wm.envs.chemistry import Chemistry
-
-CHEMISTRY_STREAM = 41  # minibatch order: np.random.default_rng([data seed, CHEMISTRY_STREAM, step])
 
 
 @dataclass

@@ -56,9 +56,9 @@ from torch import nn
 
 from wm.config import POSITIVE, check_tree, param, require
 from wm.core.nets import SavesOptimizers, mlp
+from wm.core.seeds import CSWM_STREAM
 from wm.data.physics_frames import PhysicsFrames
 
-CSWM_STREAM = 44  # training transitions and negatives: np.random.default_rng([data seed, CSWM_STREAM, step])
 EVAL_CHUNK = 250  # observations encoded at once in evaluation
 
 

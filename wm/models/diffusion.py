@@ -62,11 +62,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import POSITIVE, check_tree, param, require
-from wm.core.seeds import episode_seed
+from wm.core.seeds import NOISE_STREAM, episode_seed
 from wm.metrics.sharpness import SharpnessRatio
 from wm.metrics.video import VideoMetrics, blank, copy_last
 
-NOISE_STREAM = 42  # (run seed, NOISE_STREAM, step): the training step's windows and noise
 GN_GROUP_SIZE = 32  # channels per group norm group (DIAMOND's)
 
 

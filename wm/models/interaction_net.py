@@ -49,9 +49,9 @@ from torch import nn
 
 from wm.config import check_tree, param
 from wm.core.nets import SavesOptimizers, mlp
+from wm.core.seeds import NBODY_STREAM
 from wm.data.nbody import NBody
 
-NBODY_STREAM = 43  # minibatch order: np.random.default_rng([data seed, NBODY_STREAM, step])
 HORIZONS = (10, 50)  # rollout_mse_<h>
 DRIFT_STEPS = 100  # energy_drift over this many steps (data.test_length is at least this)
 
