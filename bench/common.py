@@ -180,3 +180,14 @@ def plot_curves(name: str, groups: dict[str, list[dict]], threshold: float | Non
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_figure(fig, name: str) -> Path:
+    """Lay out, write bench/results/<name>.png and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

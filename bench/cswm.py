@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, RUNS, spread, train_seed, write_results
+from bench.common import RUNS, save_figure, spread, train_seed, write_results
 
 STEPS = (1, 5, 10)
 RANKING = [f"{m}_{k}{s}" for s in ("", "_no_transition") for m in ("hits1", "mrr") for k in STEPS]
@@ -129,11 +129,7 @@ def plot(name: str, runs: list[dict], references: dict[str, dict]) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.suptitle("3-body physics frames: C-SWM vs reconstruction-trained world model vs ConvLSTM", fontsize=10)
-    fig.tight_layout()
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, name)
 
 
 def main() -> None:

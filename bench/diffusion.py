@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, RUNS, read_run, train_seed, write_results
+from bench.common import RESULTS, RUNS, read_run, save_figure, train_seed, write_results
 
 CONVLSTM = "convlstm_moving_mnist"
 DIFFUSION = "diffusion_moving_mnist"
@@ -137,11 +137,7 @@ def plot(name: str, per_frame: dict[str, dict[str, list[float]]], context: int, 
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, name)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, RUNS, spread, train_seed, write_results
+from bench.common import RUNS, save_figure, spread, train_seed, write_results
 
 MODELS = {"interaction_net": [], "state_mlp": [], "constant_velocity": ["total_steps=1"]}
 COUNTS = (3, 6, 12)
@@ -81,11 +81,7 @@ def plot(name: str, runs: list[dict]) -> Path:
     axes[0].set_ylabel("position MSE (mean over test trajectories)")
     axes[COUNTS.index(6)].legend(fontsize=8)  # the panel where every model has a line
     fig.suptitle("N-body gravity: error vs horizon (median over seeds)", fontsize=10)
-    fig.tight_layout()
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, name)
 
 
 def main() -> None:

@@ -154,3 +154,18 @@ def save_video(gt: np.ndarray, pred: np.ndarray, context: int, stem, scale: int 
         path = stem.with_suffix(".gif")
         imageio.mimwrite(path, frames, duration=1000 / fps, loop=0)
     return path
+
+
+def record_media(out_dir, logger, step: int, written: dict, per_frame: dict | None) -> dict:
+    """The end of a video model's ``artifacts``: the last evaluation's per-frame metrics as eval_per_frame.json
+    (into ``written``), and the strip and video in ``written`` logged (W&B too) as media at ``step``."""
+    import json
+
+    if per_frame:
+        path = Path(out_dir) / "eval_per_frame.json"
+        path.write_text(json.dumps(per_frame, indent=1))
+        written["per_frame"] = path
+    if logger is not None and hasattr(logger, "log_file"):
+        logger.log_file("media/prediction_strip", written["strip"], "image", step)
+        logger.log_file("media/prediction_video", written["video"], "video", step)
+    return written

@@ -21,7 +21,6 @@ from 1 to 0 over ``ss_steps`` optimizer steps; with ``ss_steps`` = 0 training is
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -320,7 +319,7 @@ class ConvLSTM(nn.Module):
 
     def artifacts(self, out_dir: Path, logger: Any = None) -> dict[str, Path]:
         """Write the gt-vs-prediction strip (PNG), a side-by-side video (MP4, else GIF) and per-frame metrics."""
-        from wm.metrics.video import save_strip, save_video
+        from wm.metrics.video import record_media, save_strip, save_video
 
         out_dir = Path(out_dir)
         media = out_dir / "media"
@@ -331,14 +330,7 @@ class ConvLSTM(nn.Module):
         tag = f"{self.steps_done:07d}"
         written["strip"] = save_strip(gt, pred, self.context, media / f"prediction_strip_{tag}.png")
         written["video"] = save_video(gt, pred, self.context, media / f"prediction_{tag}")
-        if self.last_eval:
-            path = out_dir / "eval_per_frame.json"
-            path.write_text(json.dumps(self.last_eval, indent=1))
-            written["per_frame"] = path
-        if logger is not None and hasattr(logger, "log_file"):
-            logger.log_file("media/prediction_strip", written["strip"], "image", self.steps_done)
-            logger.log_file("media/prediction_video", written["video"], "video", self.steps_done)
-        return written
+        return record_media(out_dir, logger, self.steps_done, written, self.last_eval)
 
     # ------------------------------------------------------------------------------------------- checkpoint
     def state_dict(self, *args, **kwargs):

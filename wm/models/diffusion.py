@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -545,7 +544,7 @@ class Diffusion(nn.Module):
     def artifacts(self, out_dir: Path, logger: Any = None) -> dict[str, Path]:
         """Write the gt-vs-prediction strip (PNG) for each evaluated step count, a side-by-side video (MP4,
         else GIF) at ``denoising_steps``, and the last evaluation's per-frame metrics."""
-        from wm.metrics.video import save_strip, save_video
+        from wm.metrics.video import record_media, save_strip, save_video
 
         out_dir = Path(out_dir)
         media = out_dir / "media"
@@ -561,14 +560,7 @@ class Diffusion(nn.Module):
             else:
                 written[f"strip_steps{steps}"] = save_strip(
                     gt, pred, self.context, media / f"prediction_strip_steps{steps}_{tag}.png")
-        if self.last_eval:
-            path = out_dir / "eval_per_frame.json"
-            path.write_text(json.dumps(self.last_eval, indent=1))
-            written["per_frame"] = path
-        if logger is not None and hasattr(logger, "log_file"):
-            logger.log_file("media/prediction_strip", written["strip"], "image", self.steps_done)
-            logger.log_file("media/prediction_video", written["video"], "video", self.steps_done)
-        return written
+        return record_media(out_dir, logger, self.steps_done, written, self.last_eval)
 
     # --------------------------------------------------------------------------------------- checkpoint
     def state_dict(self, *args, **kwargs):
