@@ -96,3 +96,13 @@ class SavesOptimizers:
             if state is not None:
                 getattr(self, attr).load_state_dict(state)
         return out
+
+
+def optimize(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float | None = None) -> None:
+    """One gradient step on ``loss``; ``lr``, if given, is set on every parameter group first (schedules)."""
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()

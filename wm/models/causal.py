@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import check_tree, param, require
-from wm.core.nets import SavesOptimizers
+from wm.core.nets import SavesOptimizers, optimize
 from wm.core.planning import cem_search
 from wm.core.seeds import CHEMISTRY_STREAM, EVAL, episode_seed
 from wm.envs.chemistry import Chemistry
@@ -117,9 +117,7 @@ class TransitionModel(SavesOptimizers, nn.Module):
         b = self.data.batch(rng, self.cfg.batch)
         self.steps_done = step
         loss, stats = self.losses(self.encode(b["colours"], b["distractors"], b["action"]), b)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        optimize(self.opt, loss)
         self.steps_done = step + 1
         return {"train/loss": loss.item(), **stats}
 

@@ -21,7 +21,6 @@ from 1 to 0 over ``ss_steps`` optimizer steps; with ``ss_steps`` = 0 training is
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import POSITIVE, check_tree, param, require
+from wm.core.schedule import cosine_lr
 from wm.metrics.video import VideoMetrics, blank, copy_last
 
 
@@ -236,10 +236,7 @@ class ConvLSTM(nn.Module):
         return max(0.0, 1.0 - step / s) if s > 0 else 0.0
 
     def lr_at(self, step: int) -> float:
-        n = self.cfg.lr_decay_steps
-        if n <= 0:
-            return self.cfg.lr
-        return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step, n) / n))
+        return cosine_lr(self.cfg.lr, step, self.cfg.lr_decay_steps)
 
     def train_step(self, step: int) -> dict[str, float]:
         t0 = time.perf_counter()

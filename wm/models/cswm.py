@@ -44,7 +44,6 @@ decoder's frames with loss=reconstruction).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,7 +54,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import POSITIVE, check_tree, param, require
-from wm.core.nets import SavesOptimizers, mlp
+from wm.core.nets import SavesOptimizers, mlp, optimize
+from wm.core.schedule import cosine_lr
 from wm.core.seeds import CSWM_STREAM
 from wm.data.physics_frames import PhysicsFrames
 
@@ -175,8 +175,7 @@ class CSWM(SavesOptimizers, nn.Module):
 
     # ---- training --------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        n = self.cfg.lr_decay_steps
-        return self.cfg.lr if n <= 0 else self.cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step, n) / n))
+        return cosine_lr(self.cfg.lr, step, self.cfg.lr_decay_steps)
 
     def train_step(self, step: int) -> dict[str, float]:
         rng = np.random.default_rng([self.data.seed, CSWM_STREAM, step])
@@ -194,11 +193,7 @@ class CSWM(SavesOptimizers, nn.Module):
             now = F.binary_cross_entropy_with_logits(self.decode(z), obs, reduction="sum") / len(obs)
             later = F.binary_cross_entropy_with_logits(self.decode(self.predict(z)), nxt, reduction="sum") / len(obs)
             loss, stats = now + later, {"train/reconstruction": now.item(), "train/prediction": later.item()}
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(step)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        optimize(self.opt, loss, self.lr_at(step))
         self.steps_done = step + 1
         return {"train/loss": loss.item(), **stats}
 

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm.config import POSITIVE, check_tree, param, require
+from wm.core.schedule import cosine_lr
 from wm.core.seeds import NOISE_STREAM, episode_seed
 from wm.metrics.sharpness import SharpnessRatio
 from wm.metrics.video import VideoMetrics, blank, copy_last
@@ -440,9 +441,7 @@ class Diffusion(nn.Module):
     def lr_at(self, step: int) -> float:
         """Linear warm-up over ``warmup_steps``, then constant or a cosine decay to 0 at ``lr_decay_steps``."""
         cfg = self.cfg
-        lr = cfg.lr
-        if cfg.lr_decay_steps > 0:
-            lr *= 0.5 * (1 + math.cos(math.pi * min(step, cfg.lr_decay_steps) / cfg.lr_decay_steps))
+        lr = cosine_lr(cfg.lr, step, cfg.lr_decay_steps)
         if cfg.warmup_steps > 0:
             lr *= min(1.0, (step + 1) / cfg.warmup_steps)
         return lr

@@ -38,7 +38,6 @@ horizon.json in the run dir holds its numbers.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,7 +47,8 @@ import torch
 from torch import nn
 
 from wm.config import check_tree, param
-from wm.core.nets import SavesOptimizers, mlp
+from wm.core.nets import SavesOptimizers, mlp, optimize
+from wm.core.schedule import cosine_lr
 from wm.core.seeds import NBODY_STREAM
 from wm.data.nbody import NBody
 
@@ -109,8 +109,7 @@ class NBodyModel(SavesOptimizers, nn.Module):
 
     # ---- training --------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        n = self.cfg.lr_decay_steps
-        return self.cfg.lr if n <= 0 else self.cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step, n) / n))
+        return cosine_lr(self.cfg.lr, step, self.cfg.lr_decay_steps)
 
     def train_step(self, step: int) -> dict[str, float]:
         rng = np.random.default_rng([self.data.seed, NBODY_STREAM, step])
@@ -122,11 +121,7 @@ class NBodyModel(SavesOptimizers, nn.Module):
             x, v = self.step(x, v, b["mass"], b["edges"])
             losses.append((((x - b["pos"][:, t]) / pos_unit) ** 2).mean() + (((v - b["vel"][:, t]) / vel_unit) ** 2).mean())
         loss = torch.stack(losses).mean() / 2
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(step)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        optimize(self.opt, loss, self.lr_at(step))
         self.steps_done = step + 1
         stats = {"train/loss": loss.item()}
         if self.cfg.rollout > 1:
