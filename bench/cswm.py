@@ -1,7 +1,7 @@
 """Pixel physics (issue 19): C-SWM vs the same networks trained by reconstruction (Hits@1 and MRR of k-step
 latent predictions, k = 1, 5, 10) and ConvLSTM's frame rollout MSE, on the same 3-body physics frames, 3 seeds.
 
-    python -m bench.cswm [--seeds 0 1 2] [--steps N] [--convlstm-steps N] [data.key=value ...]
+    python -m bench.cswm [--seeds 0 1 2] [--steps N] [--convlstm-steps N] [--parallel 2] [data.key=value ...]
                                                                   # -> results/cswm.json + .png
 
 Every run goes through train.py with ``device.threads=1``: ``experiment=cswm_physics`` (model.loss=contrastive),
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,11 @@ MODELS = {"cswm": ["experiment=cswm_physics"],
 VIDEO = ("mse", "mse_copy_last", "mse_blank", "ssim")
 
 
-def run(name: str, model: str, seed: int, steps: int, extra: list[str]) -> dict:
+def run(name: str, model: str, seed: int, steps: int, extra: list[str], lock: bool = True) -> dict:
     budget = [f"total_steps={steps}", f"eval.every={max(1, steps // 4)}", f"checkpoint.every={steps}"]
     metric = "eval/mse" if model == "convlstm" else "eval/hits1_1"
     rec = train_seed(f"{name}_{model}", [*MODELS[model], "device.threads=1", *budget, *extra], seed, None,
-                     metric=metric, reuse=True)
+                     metric=metric, reuse=True, lock=lock)
     run_dir = RUNS / f"{name}_{model}" / f"seed{seed}"
     final = json.loads((run_dir / "summary.json").read_text())
     out = {"model": model, "seed": seed, "wall_seconds": rec["wall_seconds"], "cpu_seconds": rec.get("cpu_seconds"),
@@ -138,10 +139,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3000, help="train steps of both C-SWM runs (the preset's)")
     p.add_argument("--convlstm-steps", type=int, default=3000, help="train steps of ConvLSTM (its preset's)")
     p.add_argument("--name", default="cswm", help="results/<name>.json; run dirs outputs/bench/<name>_<model>")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time (one torch thread each)")
     p.add_argument("overrides", nargs="*", help="extra train.py overrides for every run (data.*)")
     args = p.parse_args()
-    runs = [run(args.name, m, s, args.convlstm_steps if m == "convlstm" else args.steps, args.overrides)
-            for s in args.seeds for m in MODELS]
+    jobs = [(m, s) for s in args.seeds for m in MODELS]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        runs = list(pool.map(lambda j: run(args.name, j[0], j[1], args.convlstm_steps if j[0] == "convlstm"
+                                           else args.steps, args.overrides, lock=args.parallel == 1), jobs))
     table = {m: {k: spread([r["metrics"][k] for r in runs if r["model"] == m])
                  for k in (VIDEO if m == "convlstm" else RANKING)} for m in MODELS}
     for noise in (0.1, 0.3):
