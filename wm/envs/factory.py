@@ -6,6 +6,7 @@ episode, so every episode can be replayed exactly from (seed, actions) when a ru
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -14,6 +15,10 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from wm.config import param
+
+# envs are rendered to arrays only (pixels, eval videos), never to a window: without this, pygame's SDL looks for a
+# display on a headless machine and prints an "XDG_RUNTIME_DIR is invalid" line into every run's stderr
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 @dataclass
