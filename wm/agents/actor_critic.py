@@ -62,6 +62,17 @@ def replay_returns(reward, terminal, last, boot, gamma: float, lam: float) -> to
     return torch.stack(out[1:][::-1], 0)
 
 
+def action_dist(out: torch.Tensor, discrete: bool, unimix: float, min_std: float, max_std: float) -> td.Distribution:
+    """An actor's raw outputs -> its action distribution: one-hot categorical (straight-through, ``unimix``
+    uniform mix) over (..., A) logits, or for continuous actions (..., 2A) -> a Normal with tanh(mean) and a std
+    squashed into [min_std, max_std], independent over the A dimensions."""
+    if discrete:
+        return td.OneHotCategoricalStraightThrough(logits=dists.unimix_logits(out, unimix), validate_args=False)
+    mean, std = out.chunk(2, -1)
+    std = (max_std - min_std) * torch.sigmoid(std + 2.0) + min_std
+    return td.Independent(td.Normal(torch.tanh(mean), std, validate_args=False), 1, validate_args=False)
+
+
 def clamp_st(a: torch.Tensor) -> torch.Tensor:
     """Clamp to [-1, 1] in the forward pass, identity gradient in the backward pass (straight-through): the
     model sees the action the env would get, and a sample beyond the box still tells the actor which way
@@ -134,9 +145,6 @@ class ActorCritic(SavesOptimizers, Agent):
         self.grad_mode = cfg.actor_grad if cfg.actor_grad != "auto" else ("reinforce" if self.discrete else "dynamics")
         if problem := self.check_grad(cfg, act_space):
             raise ValueError(problem)
-        if not self.discrete:
-            self.low = torch.as_tensor(act_space.low, dtype=torch.float32, device=self.device)
-            self.high = torch.as_tensor(act_space.high, dtype=torch.float32, device=self.device)
         out = self.act_dim if self.discrete else 2 * self.act_dim
         self.actor = mlp(model.feat_dim, out, cfg.units, cfg.layers)
         cbins = dists.head_bins(cfg.critic_head)
@@ -153,12 +161,7 @@ class ActorCritic(SavesOptimizers, Agent):
 
     # ----- policy ------------------------------------------------------------------------------------
     def policy(self, feat: torch.Tensor) -> td.Distribution:
-        out = self.actor(feat)
-        if self.discrete:
-            return td.OneHotCategoricalStraightThrough(logits=dists.unimix_logits(out, self.cfg.unimix), validate_args=False)
-        mean, std = out.chunk(2, -1)
-        std = (self.cfg.max_std - self.cfg.min_std) * torch.sigmoid(std + 2.0) + self.cfg.min_std
-        return td.Independent(td.Normal(torch.tanh(mean), std, validate_args=False), 1, validate_args=False)
+        return action_dist(self.actor(feat), self.discrete, self.cfg.unimix, self.cfg.min_std, self.cfg.max_std)
 
     def value(self, feat: torch.Tensor, slow: bool = False) -> torch.Tensor:
         net = self.slow_critic if slow else self.critic
@@ -166,10 +169,7 @@ class ActorCritic(SavesOptimizers, Agent):
 
     def to_env(self, a: torch.Tensor) -> np.ndarray:
         """Internal action (one-hot, or [-1, 1]^A) -> env action."""
-        if self.discrete:
-            return a.argmax(-1).cpu().numpy()
-        a = a.clamp(-1, 1)
-        return (self.low + (a + 1) / 2 * (self.high - self.low)).cpu().numpy()
+        return self.model.actions.decode(a)
 
     def initial_state(self, n: int):
         return None

@@ -242,66 +242,66 @@ class Denoiser(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-# ----------------------------------------------------------------------------------------------- the model
-class Diffusion(nn.Module):
-    """model=diffusion: an EDM diffusion model of the next frame, trained by the supervised loop."""
+# ----------------------------------------------------------------------------------------------- the EDM core
+@dataclass
+class EDMConfig:
+    """The denoiser, its EDM noise and sampler settings and its optimiser: what model=diffusion (supervised video
+    prediction) and model=diffusion_world (the online world model of wm/models/diffusion_world.py) share."""
 
-    loop = "supervised"
-    datasets = ("moving_mnist", "cartpole_pixels_random")
+    cond_frames: int = param(4, gt=0)  # k: the frames (and actions) the denoiser is conditioned on
+    channels: list[int] = param([8, 16, 32, 64], each=POSITIVE, nonempty=True)  # U-Net channels per level
+    depth: int = param(1, gt=0)  # residual blocks per U-Net level
+    cond_dim: int = param(64, gt=0)  # width of the noise (+ action) embedding; even
+    mid_attention: bool = True  # self-attention in the U-Net's middle blocks (DIAMOND: always)
+    patch: int = param(1, gt=0)  # space-to-depth factor (1 = full resolution, as DIAMOND)
+    sigma_data: float = param(0.5, gt=0)  # EDM's data standard deviation (DIAMOND: 0.5)
+    sigma_offset_noise: float = param(0.0, ge=0)  # DIAMOND's offset noise (0.3 there; 0 = plain EDM)
+    p_mean: float = param(-0.4)  # training noise: ln(sigma) ~ N(p_mean, p_std^2) (DIAMOND; EDM: -1.2, 1.2)
+    p_std: float = param(1.2, gt=0)
+    train_sigma_min: float = param(2e-3, gt=0)  # training sigmas are clipped to this range (DIAMOND)
+    train_sigma_max: float = param(20.0, gt=0)
+    denoising_steps: int = param(3, gt=0)  # sampler steps per frame (DIAMOND: 3)
+    sampler: str = param("euler", choices=("euler", "heun"))  # heun: 2 denoiser calls per step but the last
+    sigma_min: float = param(2e-3, gt=0)  # the sampler's Karras schedule (DIAMOND: 2e-3, 5, rho 7)
+    sigma_max: float = param(5.0, gt=0)
+    rho: float = param(7.0, gt=0)
+    start_noise: str = param("unit", choices=("unit", "sigma_max"))  # x_0 = n (DIAMOND) | sigma_max n (EDM)
+    batch_size: int = param(32, gt=0)  # training windows (k + 1 frames) per step, one per sequence
+    lr: float = param(1e-3, gt=0)
+    weight_decay: float = param(1e-2, ge=0)  # AdamW, on conv and linear weights only
+    adam_eps: float = param(1e-8, gt=0)
+    warmup_steps: int = param(20, ge=0)  # linear learning-rate warm-up (DIAMOND: 100)
+    lr_decay_steps: int = param(0, ge=0)  # cosine decay of lr to 0 over this many steps (0 = constant lr)
+    grad_clip: float = param(1.0, ge=0)  # max gradient norm (0 = off)
 
-    @dataclass
-    class Config:
-        cond_frames: int = param(4, gt=0)  # k: the frames (and actions) the denoiser is conditioned on
-        channels: list[int] = param([8, 16, 32, 64], each=POSITIVE, nonempty=True)  # U-Net channels per level
-        depth: int = param(1, gt=0)  # residual blocks per U-Net level
-        cond_dim: int = param(64, gt=0)  # width of the noise (+ action) embedding; even
-        mid_attention: bool = True  # self-attention in the U-Net's middle blocks (DIAMOND: always)
-        patch: int = param(1, gt=0)  # space-to-depth factor (1 = full resolution, as DIAMOND)
-        sigma_data: float = param(0.5, gt=0)  # EDM's data standard deviation (DIAMOND: 0.5)
-        sigma_offset_noise: float = param(0.0, ge=0)  # DIAMOND's offset noise (0.3 there; 0 = plain EDM)
-        p_mean: float = param(-0.4)  # training noise: ln(sigma) ~ N(p_mean, p_std^2) (DIAMOND; EDM: -1.2, 1.2)
-        p_std: float = param(1.2, gt=0)
-        train_sigma_min: float = param(2e-3, gt=0)  # training sigmas are clipped to this range (DIAMOND)
-        train_sigma_max: float = param(20.0, gt=0)
-        denoising_steps: int = param(3, gt=0)  # sampler steps per frame (DIAMOND: 3)
-        sampler: str = param("euler", choices=("euler", "heun"))  # heun: 2 denoiser calls per step but the last
-        sigma_min: float = param(2e-3, gt=0)  # the sampler's Karras schedule (DIAMOND: 2e-3, 5, rho 7)
-        sigma_max: float = param(5.0, gt=0)
-        rho: float = param(7.0, gt=0)
-        start_noise: str = param("unit", choices=("unit", "sigma_max"))  # x_0 = n (DIAMOND) | sigma_max n (EDM)
-        batch_size: int = param(32, gt=0)  # training windows (k + 1 frames) per step, one per sequence
-        lr: float = param(1e-3, gt=0)
-        weight_decay: float = param(1e-2, ge=0)  # AdamW, on conv and linear weights only
-        adam_eps: float = param(1e-8, gt=0)
-        warmup_steps: int = param(20, ge=0)  # linear learning-rate warm-up (DIAMOND: 100)
-        lr_decay_steps: int = param(0, ge=0)  # cosine decay of lr to 0 over this many steps (0 = constant lr)
-        grad_clip: float = param(1.0, ge=0)  # max gradient norm (0 = off)
-        extra_eval_steps: list[int] = param([], each=POSITIVE)  # also evaluate at these denoising steps
-        eval_batch: int = param(100, gt=0)
-        eval_sequences: int = param(0, ge=0)  # 0 = the whole test set
-        eval_seed: int = param(0, ge=0)  # the sampling noise of evaluations (the same at every evaluation)
-        ssim: bool = True
-        strip_sequences: int = param(4, ge=0)  # sequences drawn in the gt-vs-prediction strip / video
+    def check(self) -> None:
+        require(self.cond_dim % 2 == 0, "cond_dim", f"must be even: Fourier features are cos and sin halves "
+                                                    f"(got {self.cond_dim})")
+        require(self.sigma_min < self.sigma_max, "sigma_min",
+                f"must be below sigma_max={self.sigma_max} (got {self.sigma_min})")
+        require(self.train_sigma_min < self.train_sigma_max, "train_sigma_min",
+                f"must be below train_sigma_max={self.train_sigma_max} (got {self.train_sigma_min})")
 
-        def check(self) -> None:
-            require(self.cond_dim % 2 == 0, "cond_dim", f"must be even: Fourier features are cos and sin halves "
-                                                        f"(got {self.cond_dim})")
-            require(self.sigma_min < self.sigma_max, "sigma_min",
-                    f"must be below sigma_max={self.sigma_max} (got {self.sigma_min})")
-            require(self.train_sigma_min < self.train_sigma_max, "train_sigma_min",
-                    f"must be below train_sigma_max={self.train_sigma_max} (got {self.train_sigma_min})")
-            require(self.denoising_steps not in self.extra_eval_steps, "extra_eval_steps",
-                    f"repeats denoising_steps={self.denoising_steps}, which is always evaluated")
 
-    # --------------------------------------------------------------------------------------- validation
-    @classmethod
-    def refuse(cls, plan) -> str | None:
-        if not all(hasattr(plan.data_cls, k) for k in ("train_batch", "test_batches")):
-            return f"model=diffusion predicts video frames; valid data: {', '.join(cls.datasets)}"
-        return cls.check_sizes(plan.model, getattr(plan.data, "size", None), getattr(plan.data, "context", None))
+class FramePredictor(nn.Module):
+    """The EDM model of the next frame: the denoiser network, its AdamW optimiser, the training loss and the
+    sampler. Frames are (..., C, H, W) floats in [-1, 1]; actions (..., A) floats or None."""
+
+    def __init__(self, cfg: EDMConfig, channels: int, action_dim: int, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg, self.device, self.k = cfg, torch.device(device), cfg.cond_frames
+        self.channels, self.action_dim = channels, action_dim
+        p = cfg.patch
+        self.net = Denoiser(channels * p * p, cfg.cond_frames, action_dim, cfg.channels, cfg.depth, cfg.cond_dim,
+                            cfg.mid_attention)
+        self.to(self.device)
+        decay = [w for w in self.parameters() if w.dim() > 1]  # conv and linear weights, not biases or norms
+        rest = [w for w in self.parameters() if w.dim() <= 1]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, eps=cfg.adam_eps)
 
     @staticmethod
-    def check_sizes(cfg: Diffusion.Config, size: int | None, context: int | None) -> str | None:
+    def check_sizes(cfg: EDMConfig, size: int | None, context: int | None) -> str | None:
         """None if frames of ``size`` and ``context`` given frames fit the config, else a one-line reason."""
         if context is not None and cfg.cond_frames > context:
             return f"model.cond_frames={cfg.cond_frames} exceeds the given frames data.context={context}"
@@ -314,37 +314,6 @@ class Diffusion(nn.Module):
             return (f"the U-Net's {len(cfg.channels)} levels (model.channels) halve the {size // cfg.patch}-pixel "
                     f"frames (data.size / model.patch) {len(cfg.channels) - 1} times: it must be divisible by {factor}")
         return None
-
-    def __init__(self, cfg: Diffusion.Config, data: Any, device: torch.device | str = "cpu"):
-        super().__init__()
-        check_tree(cfg, "model")  # also when built directly, not through typed()
-        if (problem := self.check_sizes(cfg, data.size, data.context)) is not None:
-            raise ValueError(problem)
-        self.cfg, self.data, self.device = cfg, data, torch.device(device)
-        self.context, self.horizon, self.k = data.context, data.horizon, cfg.cond_frames
-        self.channels = data.channels
-        self.action_dim = int(getattr(data, "action_dim", 0))
-        self.seed = int(getattr(data, "seed", 0))
-        p = cfg.patch
-        self.net = Denoiser(self.channels * p * p, cfg.cond_frames, self.action_dim, cfg.channels, cfg.depth,
-                            cfg.cond_dim, cfg.mid_attention)
-        self.to(self.device)
-        decay = [w for w in self.parameters() if w.dim() > 1]  # conv and linear weights, not biases or norms
-        rest = [w for w in self.parameters() if w.dim() <= 1]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, eps=cfg.adam_eps)
-        self.last_eval: dict[str, Any] = {}
-        self.train_time = 0.0
-        self.train_windows = 0
-        self.steps_done = 0
-
-    # --------------------------------------------------------------------------------------- denoising
-    def _prep(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Frames (B, T, C, H, W) uint8 -> float in [-1, 1] on the device; actions (B, T, A) or None."""
-        x = batch["frames"].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
-        a = batch.get("actions")
-        a = a.to(self.device).float() if (a is not None and self.action_dim) else None
-        return x, a
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, frames: torch.Tensor,
                 actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,17 +330,17 @@ class Diffusion(nn.Module):
         out = F.pixel_shuffle(out, p) if p > 1 else out
         return c_skip[:, None, None, None] * x + c_out[:, None, None, None] * out, out
 
-    def sample_training_sigma(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_training_sigma(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """(n,) noise levels with ln(sigma) ~ N(p_mean, p_std^2), clipped to the training range."""
         cfg = self.cfg
         z = torch.randn(n, device=self.device, generator=generator)
         return (z * cfg.p_std + cfg.p_mean).exp().clamp(cfg.train_sigma_min, cfg.train_sigma_max)
 
     def denoising_loss(self, target: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor | None,
-                       generator: torch.Generator) -> torch.Tensor:
+                       generator: torch.Generator | None) -> torch.Tensor:
         """EDM's loss for next frames ``target`` (B, C, H, W) in [-1, 1] given ``frames`` (B, k, C, H, W) and
         ``actions`` (B, k, A) or None: the mean over pixels and batch of lambda(sigma) ||D - y||^2, computed
-        as ||F - (y - c_skip x) / c_out||^2. The noise comes from ``generator``. Returns a scalar."""
+        as ||F - (y - c_skip x) / c_out||^2. The noise comes from ``generator`` (None: torch's global RNG). Returns a scalar."""
         cfg = self.cfg
         B, C = target.shape[:2]
         sigma = self.sample_training_sigma(B, generator)
@@ -409,6 +378,73 @@ class Diffusion(nn.Module):
             x = x_next
         return quantize(x)  # the last step lands on the quantised estimate; rounding removes float residue
 
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over ``warmup_steps``, then constant or a cosine decay to 0 at ``lr_decay_steps``."""
+        cfg = self.cfg
+        lr = cosine_lr(cfg.lr, step, cfg.lr_decay_steps)
+        if cfg.warmup_steps > 0:
+            lr *= min(1.0, (step + 1) / cfg.warmup_steps)
+        return lr
+
+    def optimize(self, loss: torch.Tensor, step: int) -> tuple[float, float]:
+        """One AdamW step on ``loss`` at the learning rate of ``step``, the gradient norm clipped to ``grad_clip``.
+        Returns (gradient norm before the clip, learning rate)."""
+        lr = self.lr_at(step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else 1e12)
+        self.opt.step()
+        return float(gn), lr
+
+
+# ----------------------------------------------------------------------------------------------- the video model
+class Diffusion(FramePredictor):
+    """model=diffusion: an EDM diffusion model of the next frame, trained by the supervised loop."""
+
+    loop = "supervised"
+    datasets = ("moving_mnist", "cartpole_pixels_random")
+
+    @dataclass
+    class Config(EDMConfig):
+        extra_eval_steps: list[int] = param([], each=POSITIVE)  # also evaluate at these denoising steps
+        eval_batch: int = param(100, gt=0)
+        eval_sequences: int = param(0, ge=0)  # 0 = the whole test set
+        eval_seed: int = param(0, ge=0)  # the sampling noise of evaluations (the same at every evaluation)
+        ssim: bool = True
+        strip_sequences: int = param(4, ge=0)  # sequences drawn in the gt-vs-prediction strip / video
+
+        def check(self) -> None:
+            super().check()
+            require(self.denoising_steps not in self.extra_eval_steps, "extra_eval_steps",
+                    f"repeats denoising_steps={self.denoising_steps}, which is always evaluated")
+
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        if not all(hasattr(plan.data_cls, k) for k in ("train_batch", "test_batches")):
+            return f"model=diffusion predicts video frames; valid data: {', '.join(cls.datasets)}"
+        return cls.check_sizes(plan.model, getattr(plan.data, "size", None), getattr(plan.data, "context", None))
+
+    def __init__(self, cfg: Diffusion.Config, data: Any, device: torch.device | str = "cpu"):
+        check_tree(cfg, "model")  # also when built directly, not through typed()
+        if (problem := self.check_sizes(cfg, data.size, data.context)) is not None:
+            raise ValueError(problem)
+        super().__init__(cfg, data.channels, int(getattr(data, "action_dim", 0)), device)
+        self.data, self.context, self.horizon = data, data.context, data.horizon
+        self.seed = int(getattr(data, "seed", 0))
+        self.last_eval: dict[str, Any] = {}
+        self.train_time = 0.0
+        self.train_windows = 0
+        self.steps_done = 0
+
+    def _prep(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Frames (B, T, C, H, W) uint8 -> float in [-1, 1] on the device; actions (B, T, A) or None."""
+        x = batch["frames"].to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        a = batch.get("actions")
+        a = a.to(self.device).float() if (a is not None and self.action_dim) else None
+        return x, a
+
     @torch.no_grad()
     def rollout(self, frames: torch.Tensor, actions: torch.Tensor | None, steps: int | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -437,14 +473,6 @@ class Diffusion(nn.Module):
         self.train(was)
         return out
 
-    # --------------------------------------------------------------------------------------- training
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up over ``warmup_steps``, then constant or a cosine decay to 0 at ``lr_decay_steps``."""
-        cfg = self.cfg
-        lr = cosine_lr(cfg.lr, step, cfg.lr_decay_steps)
-        if cfg.warmup_steps > 0:
-            lr *= min(1.0, (step + 1) / cfg.warmup_steps)
-        return lr
 
     def train_step(self, step: int) -> dict[str, float]:
         """One AdamW update on ``batch_size`` windows of k + 1 frames, one drawn from each training sequence."""
@@ -460,13 +488,7 @@ class Diffusion(nn.Module):
         win = x[rows, idx]
         acts = a[rows, idx[:, :k]] if a is not None else None
         loss = self.denoising_loss(win[:, k], win[:, :k], acts, g)
-        lr = self.lr_at(step)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e12)
-        self.opt.step()
+        gn, lr = self.optimize(loss, step)
         self.train_time += time.perf_counter() - t0
         self.train_windows += B
         self.steps_done = step + 1

@@ -1,11 +1,47 @@
-"""Pixel-model building blocks: zero_last and the 64x64 CNN encoder / decoder used by the pixel world models."""
+"""Model building blocks: zero_last, the 64x64 CNN encoder / decoder of the pixel world models, and ActionCoder
+(env actions <-> the action vectors models and imagination agents work with)."""
 from __future__ import annotations
 
 import math
 
+import gymnasium as gym
+import numpy as np
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+
+class ActionCoder(nn.Module):
+    """Env / replay actions <-> model action vectors (..., ``dim``): one-hot for Discrete spaces, the Box rescaled
+    to [-1, 1] for continuous ones. Its bounds are non-persistent buffers (they follow ``.to(device)`` and stay
+    out of checkpoints)."""
+
+    def __init__(self, act_space: gym.Space):
+        super().__init__()
+        self.discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.dim = int(act_space.n) if self.discrete else int(np.prod(act_space.shape))
+        if not self.discrete:
+            self.register_buffer("low", torch.as_tensor(act_space.low, dtype=torch.float32), persistent=False)
+            self.register_buffer("high", torch.as_tensor(act_space.high, dtype=torch.float32), persistent=False)
+
+    def encode(self, action: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """(...,) int or (..., A) float env actions -> (..., A): one-hot (already one-hot rows pass through), or
+        rescaled to [-1, 1] and clipped there."""
+        action = action.to(device) if device is not None else action
+        if self.discrete:
+            if action.dtype.is_floating_point and action.shape[-1:] == (self.dim,) and self.dim > 1:
+                return action
+            if action.shape[-1:] == (1,):
+                action = action.squeeze(-1)
+            return F.one_hot(action.long(), self.dim).float()
+        return (2 * (action.float() - self.low) / (self.high - self.low) - 1).clamp(-1, 1)
+
+    def decode(self, a: torch.Tensor) -> np.ndarray:
+        """(..., A) model actions -> env actions: the argmax index, or the [-1, 1] box mapped onto the env's."""
+        if self.discrete:
+            return a.argmax(-1).cpu().numpy()
+        return (self.low + (a.clamp(-1, 1) + 1) / 2 * (self.high - self.low)).cpu().numpy()
 
 
 def zero_last(module: nn.Sequential) -> nn.Sequential:

@@ -27,7 +27,7 @@ from wm.core.nets import SavesOptimizers, adam, mlp
 from wm.core.schedule import Schedule
 from wm.models import dists
 from wm.models.base import WorldModel
-from wm.models.nets import ConvDecoder, ConvEncoder, zero_last
+from wm.models.nets import ActionCoder, ConvDecoder, ConvEncoder, zero_last
 
 State = dict[str, torch.Tensor]
 
@@ -130,9 +130,7 @@ class RSSM(SavesOptimizers, WorldModel):
         rbins = dists.head_bins(c.reward_head)
         self.reward_net = zero_last(mlp(self.feat_dim, rbins, c.units, c.layers))
         self.cont_net = mlp(self.feat_dim, 1, c.units, c.layers)
-        if not self.discrete:  # env actions are rescaled to [-1, 1] for the model and the agents
-            self.register_buffer("act_low", torch.as_tensor(act_space.low, dtype=torch.float32), persistent=False)
-            self.register_buffer("act_high", torch.as_tensor(act_space.high, dtype=torch.float32), persistent=False)
+        self.actions = ActionCoder(act_space)  # env actions are one-hot or rescaled to [-1, 1] for the model and agents
         self.to(self.device)
         self.opt = adam(self.parameters(), c.lr, c.eps, self.device)
         self.posteriors: Posteriors | None = None  # of the latest update: where imagination starts
@@ -149,14 +147,7 @@ class RSSM(SavesOptimizers, WorldModel):
 
     def encode_action(self, action: torch.Tensor) -> torch.Tensor:
         """Replay/env actions (...,) int or (..., A) float -> (..., A): one-hot, or rescaled to [-1, 1]."""
-        action = action.to(self.device)
-        if self.discrete:
-            if action.dtype.is_floating_point and action.shape[-1:] == (self.act_dim,) and self.act_dim > 1:
-                return action
-            if action.shape[-1:] == (1,):
-                action = action.squeeze(-1)
-            return F.one_hot(action.long(), self.act_dim).float()
-        return (2 * (action.float() - self.act_low) / (self.act_high - self.act_low) - 1).clamp(-1, 1)
+        return self.actions.encode(action, self.device)
 
     # ----- RSSM core ------------------------------------------------------------------------------
     def initial(self, n: int) -> State:
