@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import assert_resumes_exactly, refused
+from tests.conftest import assert_resumes_exactly, metrics, refused, train
 from wm.agents.frame_actor_critic import FrameActorCritic
 from wm.config import typed
 from wm.data.replay import Replay
@@ -155,3 +155,15 @@ def test_diamond_run_resumes_exactly(tmp_path):
     full, _ = assert_resumes_exactly(tmp_path, [x.replace("[4, 8]", "[4,8]") for x in TINY_DIAMOND])
     rows = [line for line in (full / "metrics.jsonl").read_text().splitlines() if "model/denoising_loss" in line]
     assert rows and "agent/imag_return" in rows[-1]
+
+
+def test_diamond_atari_preset_runs_a_few_cpu_steps(run_dir):
+    """DIAMOND's Atari 100k preset (GPU-sized networks) composes and trains on Pong for a few CPU steps; only
+    the batch sizes, the replay and the schedule are shrunk."""
+    proc = train(run_dir, "experiment=diamond_atari", "total_steps=30", "agent.prefill=24", "model.update.start=24",
+                 "model.update.updates=1", "model.batch_size=2", "model.reward_sequences=2", "model.reward_length=6",
+                 "agent.starts=2", "agent.horizon=2", "replay.capacity=1000", "eval.every=30", "eval.episodes=1",
+                 "eval.envs=1", "env.max_episode_steps=50", "checkpoint.every=30", "device.threads=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [r for r in metrics(run_dir) if "model/denoising_loss" in r]
+    assert rows and np.isfinite(rows[-1]["agent/actor_loss"]) and (run_dir / "media").is_dir()

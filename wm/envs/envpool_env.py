@@ -65,9 +65,14 @@ class EnvPoolEnv(gym.Env):
         self.pool = self._make(seed=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            self.observation_space = self.pool.observation_space
+            space = self.pool.observation_space
             self.action_space = self.pool.action_space
-        self.image = len(self.observation_space.shape) == 3 and self.observation_space.dtype == np.uint8
+        self.image = len(space.shape) == 3 and space.dtype == np.uint8
+        # Atari frames come channels-first (C, H, W); every image env here is (H, W, C), as gymnasium renders
+        self.channels_first = self.image and space.shape[0] in (1, 3) and space.shape[-1] not in (1, 3)
+        if self.channels_first:
+            space = gym.spaces.Box(0, 255, (*space.shape[1:], space.shape[0]), np.uint8)
+        self.observation_space = space
         self.render_mode = render_mode
         self.task_id = task_id
         self._frame: np.ndarray | None = None
@@ -83,13 +88,16 @@ class EnvPoolEnv(gym.Env):
             self.pool.close()
             self.pool = self._make(seed=int(seed) % 2**31)
         obs, _ = self.pool.reset()
-        self._frame = obs[0]
-        return obs[0], {}
+        self._frame = self._observation(obs[0])
+        return self._frame, {}
 
     def step(self, action):
         obs, reward, terminated, truncated, _ = self.pool.step(np.asarray(action)[None])
-        self._frame = obs[0]
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+        self._frame = self._observation(obs[0])
+        return self._frame, float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+
+    def _observation(self, obs: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(obs.transpose(1, 2, 0)) if self.channels_first else obs
 
     def render(self):
         """The current frame, for image tasks (CarRacing): EnvPool has no renderer for the others."""
