@@ -123,3 +123,29 @@ def test_refusals(tmp_path, overrides, expect):
     with pytest.raises(ConfigError, match=re.escape(expect)):
         validate(compose_cfg(["agent=none", "env=none", "data=physics_frames", "model=cswm", "device=cpu",
                               *overrides]), tmp_path)
+
+
+def test_bouncing_balls_keep_their_energy_stay_in_view_and_collide():
+    """system=balls: kinetic energy exactly conserved, every disc whole and in view (never clipped), discs never
+    overlap by more than one substep's travel, collisions between discs happen and change velocities, and the
+    frames are a function of the seed."""
+    d = dataset(system="balls", length=40)
+    for split in ("train", "test"):
+        s = d.splits[split]
+        assert np.allclose(s["energy"], s["energy"][:, :1], rtol=1e-12)
+        assert not s["clipped"].any()
+        r, size = d.cfg.radius, d.cfg.size
+        assert (s["centre"] >= r - 1e-3).all() and (s["centre"] <= size - r + 1e-3).all()
+        c = s["centre"]
+        gap = np.linalg.norm(c[:, :, :, None] - c[:, :, None], axis=-1) + np.eye(d.cfg.bodies) * size
+        travel = d.cfg.speed * d.cfg.dt / d.cfg.substeps * d.pixels_per_unit
+        assert gap.min() > 2 * r - 2 * travel
+    # a disc-disc collision turns the velocity without any wall being near
+    v, c = d.splits["train"]["vel"], d.splits["train"]["centre"]
+    turned = np.abs(np.diff(v, axis=1)).sum(-1) > 1e-6  # (N, T - 1, n)
+    near_wall = ((c[:, 1:] < 2 * d.cfg.radius + 2) | (c[:, 1:] > d.cfg.size - 2 * d.cfg.radius - 2)).any(-1)
+    assert (turned & ~near_wall).any()
+    assert np.array_equal(dataset(seed=3, system="balls").splits["test"]["frames"],
+                          dataset(seed=3, system="balls").splits["test"]["frames"])
+    assert not np.array_equal(dataset(seed=3, system="balls").splits["test"]["frames"],
+                              dataset(seed=4, system="balls").splits["test"]["frames"])

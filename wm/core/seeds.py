@@ -25,6 +25,7 @@ NBODY_STREAM = 43      # n-body models' batches: ([data seed, NBODY_STREAM, step
 CSWM_STREAM = 44       # model=cswm's transitions and negatives: ([data seed, CSWM_STREAM, step])
 WINDOW_STREAM = 45     # data=physics_frames' ConvLSTM windows: ([seed, WINDOW_STREAM, step])
 NBODY_DATA = 0xB0D7    # data=nbody's trajectories: ([seed, NBODY_DATA, split index, trajectory])
+BALLS_DATA = 0xBA11    # data=physics_frames system=balls: ([seed, BALLS_DATA, split index, episode])
 
 
 def episode_seed(*key: int) -> int:

@@ -34,6 +34,14 @@ Two ways to read it:
   and ``test_batches(batch_size)``: the first context + horizon frames of every test episode. The defaults,
   context 2 and horizon 10, give ConvLSTM what C-SWM's obs_0 holds and ask for what obs_1 .. obs_10 hold.
 
+Bouncing balls (``system=balls``, Sutskever et al. 2009's scenes, used by KVAE and many state-space papers):
+instead of data=nbody's force laws, ``bodies`` equal discs of ``radius`` px move in straight lines inside the
+view, reflect off its walls and collide elastically with each other (equal masses: the velocity components along
+the line of centres are exchanged when two discs touch while approaching), ``substeps`` steps per frame.
+Kinetic energy is conserved exactly, momentum is not (the walls); ``speed`` is every disc's initial speed
+(length units per unit time, random directions), start positions are uniform without overlap. No disc is ever
+clipped. ``energy`` is the kinetic energy, ``mass`` ones and ``edges`` zeros (no forces act at a distance).
+
 Everything depends on the run seed only (as data=nbody); frames are rendered at build time, not cached on
 disk (the presets' 3,000 episodes of 12 frames take about 4 s and 270 MB).
 """
@@ -47,7 +55,7 @@ import numpy as np
 import torch
 
 from wm.config import check_tree, param, require
-from wm.core.seeds import WINDOW_STREAM
+from wm.core.seeds import BALLS_DATA, WINDOW_STREAM
 from wm.data.nbody import NBody
 
 # one RGB colour per body, in [0, 1]; bodies beyond the first three get the mixed colours
@@ -76,6 +84,46 @@ def render(centre: np.ndarray, size: int, radius: float) -> np.ndarray:
     return out.reshape(*lead, 3, size, size)
 
 
+def bouncing_balls(rngs: list[np.random.Generator], n: int, radius: float, box: float, speed: float, steps: int,
+                   dt: float, substeps: int) -> dict[str, np.ndarray]:
+    """Equal discs of ``radius`` in [-box, box]^2, elastic walls and collisions (module docstring), one generator
+    per episode: pos and vel (B, steps + 1, n, 2) float32, energy (B, steps + 1) float64 (kinetic, unit masses)."""
+    lo, hi = -box + radius, box - radius
+    pos = np.empty((len(rngs), n, 2))
+    for b, g in enumerate(rngs):  # uniform starts, redrawn until no two discs overlap
+        while True:
+            p = g.uniform(lo, hi, (n, 2))
+            d = np.linalg.norm(p[:, None] - p[None], axis=-1) + np.eye(n) * 4 * radius
+            if d.min() > 2 * radius:
+                break
+        pos[b] = p
+    angle = np.stack([g.uniform(0, 2 * np.pi, n) for g in rngs])
+    vel = speed * np.stack([np.cos(angle), np.sin(angle)], -1)
+    h = dt / substeps
+    xs, vs = [pos.copy()], [vel.copy()]
+    for _ in range(steps):
+        for _ in range(substeps):
+            pos = pos + h * vel
+            for edge, sign in ((lo, 1), (hi, -1)):  # reflect off the walls
+                out = sign * (pos - edge) < 0
+                pos = np.where(out, 2 * edge - pos, pos)
+                vel = np.where(out, -vel, vel)
+            for i in range(n):
+                for j in range(i + 1, n):
+                    d = pos[:, j] - pos[:, i]
+                    dist = np.linalg.norm(d, axis=-1, keepdims=True)
+                    normal = d / np.maximum(dist, 1e-12)
+                    closing = ((vel[:, i] - vel[:, j]) * normal).sum(-1, keepdims=True)
+                    hit = (dist < 2 * radius) & (closing > 0)
+                    exchange = np.where(hit, closing, 0.0) * normal
+                    vel[:, i] -= exchange
+                    vel[:, j] += exchange
+        xs.append(pos.copy())
+        vs.append(vel.copy())
+    xs, vs = np.stack(xs, 1), np.stack(vs, 1)
+    return {"pos": xs.astype(np.float32), "vel": vs.astype(np.float32), "energy": 0.5 * (vs**2).sum((-1, -2))}
+
+
 class PhysicsFrames:
     """data=physics_frames: the splits of the module docstring, C-SWM's transition pairs and ConvLSTM's
     video batches."""
@@ -83,7 +131,7 @@ class PhysicsFrames:
     @dataclass
     class Config:
         name: str = param("physics_frames", free="the option's name")
-        system: str = param("gravity", choices=("gravity", "spring"))
+        system: str = param("gravity", choices=("gravity", "spring", "balls"))  # balls: bouncing balls
         bodies: int = param(3, ge=2, le=len(PALETTE))  # one colour each
         train: int = param(5000, gt=0)  # training episodes (C-SWM: 5,000)
         test: int = param(1000, gt=0)  # test episodes: C-SWM's ranking set (its size sets Hits@1's chance level)
@@ -101,6 +149,7 @@ class PhysicsFrames:
         mass_min: float = param(0.5, gt=0)
         mass_max: float = param(1.5, gt=0)
         scale: float = param(1.0, gt=0)  # length scale of the initial positions (data=nbody's)
+        speed: float = param(1.0, gt=0)  # system=balls: every disc's initial speed (length units per unit time)
 
         def check(self) -> None:
             require(self.context + self.horizon <= self.length + 1, "horizon",
@@ -121,16 +170,29 @@ class PhysicsFrames:
         self.cfg, self.seed = cfg, int(seed)
         self.context, self.horizon, self.size = cfg.context, cfg.horizon, cfg.size
         self.length = cfg.length
+        self.pixels_per_unit = cfg.size / (2 * cfg.view)
+        self.dt = cfg.dt
+        if cfg.system == "balls":
+            self.physics = None  # no force law: bouncing_balls simulates
+            self.splits = {split: self._render(self._balls(i, episodes))
+                           for i, (split, episodes) in enumerate((("train", cfg.train), ("test", cfg.test)))}
+            return
         sim_keys = ("system", "bodies", "train", "test", "length", "dt", "substeps", "strength", "softening",
                     "edge_prob", "mass_min", "mass_max", "scale")
         # data=nbody's test split records at least 100 steps (its metrics roll out 100): the episodes keep the first
         # length of them
         sim = NBody(NBody.Config(**{k: getattr(cfg, k) for k in sim_keys}, test_bodies=[cfg.bodies],
                                  test_length=max(100, cfg.length)), seed=self.seed)
-        self.physics, self.dt = sim.physics, sim.dt
-        self.pixels_per_unit = cfg.size / (2 * cfg.view)
+        self.physics = sim.physics
         self.splits = {"train": self._render(sim.splits["train"]),
                        "test": self._render(sim.splits[f"test_{cfg.bodies}"])}
+
+    def _balls(self, index: int, episodes: int) -> dict[str, np.ndarray]:
+        c, n = self.cfg, self.cfg.bodies
+        rngs = [np.random.default_rng([self.seed, BALLS_DATA, index, e]) for e in range(episodes)]
+        states = bouncing_balls(rngs, n, c.radius / self.pixels_per_unit, c.view, c.speed, c.length, c.dt,
+                                c.substeps)
+        return {**states, "mass": np.ones((episodes, n), np.float32), "edges": np.zeros((episodes, n, n), np.float32)}
 
     def _render(self, states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         T = self.length + 1
