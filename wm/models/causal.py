@@ -5,7 +5,7 @@ model=causal follows Causal Dynamics Learning (Wang et al. 2022, CDL): a factore
 next-state variable j. Every input i (each variable at t, and the action) has its own feature encoder for each j;
 the features are max-pooled over the inputs j may use, so any input can be masked out. Each training step fits
 three views of every j on the same batch: all inputs, every leave-one-out (all but i, for each i: the top-2 of
-the max-pool gives them cheaply), and the current causal mask. Every ``mask_every`` steps from ``mask_start`` on,
+the max-pool gives them cheaply; each view weighted in the loss like the full one), and the current causal mask. Every ``mask_every`` steps from ``mask_start`` on,
 the conditional mutual information
 
     CMI(i -> j) = E[ log p(s'_j | all inputs) - log p(s'_j | all inputs but i) ]   (nats per transition)
