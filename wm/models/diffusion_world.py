@@ -38,8 +38,8 @@ from wm.core.nets import SavesOptimizers, adam
 from wm.core.schedule import Schedule
 from wm.models import dists
 from wm.models.base import WorldModel
-from wm.models.dists import HEADS
 from wm.models.diffusion import EDMConfig, FramePredictor
+from wm.models.dists import HEADS
 from wm.models.nets import ActionCoder, ConvEncoder, zero_last
 
 
@@ -236,7 +236,7 @@ class DiffusionWorld(SavesOptimizers, WorldModel):
         window = list(frames[:, : self.k].unbind(1))
         for t in range(self.k, frames.shape[1]):
             window.append(self.frames.sample_next(torch.stack(window[-self.k:], 1), actions[:, t - self.k + 1: t + 1]))
-        as_uint8 = lambda x: ((x + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()  # noqa: E731
+        as_uint8 = lambda x: ((x + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
         return as_uint8(to_frames(rows["obs"], self.device)), as_uint8(torch.stack(window, 1))
 
     def artifacts(self, run_dir: Path, logger: Any, step: int) -> None:
