@@ -54,7 +54,7 @@ def assert_resumes_exactly(tmp_path: Path, run: list[str]) -> tuple[Path, Path]:
     (part / "checkpoints" / "latest.pt").unlink()
     resumed = train(part, *run, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and "per_s" not in k} for r in rows]  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time" and "per_s" not in k} for r in rows]
     assert drop(metrics(part)) == drop(metrics(full))
     return full, part
 

@@ -17,8 +17,8 @@ class FakeReplay:
         self.rng = np.random.default_rng(seed)
 
     def add(self, obs, action, reward, is_first, is_last, is_terminal):
-        self.rows.append(dict(obs=np.asarray(obs), action=np.asarray(action), reward=np.float32(reward),
-                              is_first=bool(is_first), is_last=bool(is_last), is_terminal=bool(is_terminal)))
+        self.rows.append({"obs": np.asarray(obs), "action": np.asarray(action), "reward": np.float32(reward),
+                          "is_first": bool(is_first), "is_last": bool(is_last), "is_terminal": bool(is_terminal)})
 
     def __len__(self):
         return len(self.rows)

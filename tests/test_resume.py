@@ -32,7 +32,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert evals(killed) == evals(full)
     steps = [r["step"] for r in metrics(killed)]
     assert steps == sorted(steps)  # appended without repeating steps
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
     assert drop(metrics(killed)) == drop(metrics(full))
 
 

@@ -49,7 +49,7 @@ def load_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path} was refused: it holds a pickled object outside the allow-list ({what}); "
                               f"only tensors, numpy arrays and plain values load") from None
         raise ConfigError(f"{path} is damaged (not a torch file: {_first_line(e)})") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, empty file, ...: any reason the file cannot be read
+    except Exception as e:  # truncated zip, empty file, ...: any reason the file cannot be read
         raise ConfigError(f"{path} is damaged ({_first_line(e)})") from None
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
@@ -29,7 +30,7 @@ def release() -> None:
 
 
 def condense(text: str) -> str:
-    if m := re.search(r"Could not find '([\w/]+)/(\S+)'.*?Available options in '[\w/]+':\n(.*?)\n\S", text, re.S):
+    if m := re.search(r"Could not find '([\w/]+)/(\S+)'.*?Available options in '[\w/]+':\n(.*?)\n\S", text, re.DOTALL):
         valid = ", ".join(line.strip() for line in m.group(3).splitlines() if line.strip())
         return f"unknown {m.group(1)} option '{m.group(2)}'; valid: {valid}"
     if m := re.search(r"Could not override '(\S+)'\.\nTo append to your config use (\S+)", text):

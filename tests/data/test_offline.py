@@ -30,7 +30,7 @@ def fill(replay: Replay, env_id: int, episodes: list[tuple[int, bool]], rng, unf
         obs = rng.normal(size=(length + 1, 4)).astype(np.float32)
         act, rew = rng.integers(0, 2, length), rng.normal(size=length).astype(np.float32)
         ended = (length, terminated) in episodes
-        row = lambda o, a, r, first, last, term: replay.add(  # noqa: E731
+        row = lambda o, a, r, first, last, term: replay.add(
             np.array([env_id]), obs=o[None], action=np.array([a]), reward=np.array([r]), is_first=np.array([first]),
             is_last=np.array([last]), is_terminal=np.array([term]))
         row(obs[0], 0, 0.0, True, False, False)
@@ -79,9 +79,8 @@ def test_replay_to_minari_and_back_is_exact(tmp_path):
 
 
 def test_missing_and_malformed_datasets_are_one_line_errors(tmp_path):
-    with pytest.raises(ConfigError, match="no Minari dataset 'nope/none-v0'"):
-        with offline.datasets_root(tmp_path):
-            offline.load("nope/none-v0")
+    with pytest.raises(ConfigError, match="no Minari dataset 'nope/none-v0'"), offline.datasets_root(tmp_path):
+        offline.load("nope/none-v0")
     bad = tmp_path / "bad" / "broken-v0" / "data"
     bad.mkdir(parents=True)
     with pytest.raises(ConfigError, match="no metadata.json"):
@@ -128,7 +127,7 @@ def test_a_checkpointed_policy_rolled_out_into_a_dataset(tmp_path):
     assert train(run, *TINY, "checkpoint.every=600").returncode == 0
     plan, agent, model = restore(run)
     assert model is None and plan.env.id == "CartPole-v1"
-    act = lambda obs, state, first: agent.act(obs, state, first, explore=False)  # noqa: E731
+    act = lambda obs, state, first: agent.act(obs, state, first, explore=False)
     eps = offline.rollout(act, make_env(plan.env), 300, seed=5)
     assert sum(len(e["rewards"]) for e in eps) >= 300 and all(e["terminations"][-1] or e["truncations"][-1]
                                                               for e in eps)

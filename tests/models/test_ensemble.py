@@ -34,8 +34,8 @@ def linear_data(n: int, seed: int = 0, noise: float = 0.0) -> dict[str, torch.Te
 
 def model(**kw) -> MBPO:
     torch.manual_seed(0)
-    cfg = dict(ensemble_size=3, elites=2, hidden=[32, 32], batch_size=200, lr=1e-2, max_epochs=60,
-               rollout_batch_size=64, weight_decay=0.0)
+    cfg = {"ensemble_size": 3, "elites": 2, "hidden": [32, 32], "batch_size": 200, "lr": 1e-2, "max_epochs": 60,
+           "rollout_batch_size": 64, "weight_decay": 0.0}
     return MBPO(MBPOConfig(**{**cfg, **kw}), OBS, ACT)
 
 

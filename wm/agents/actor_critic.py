@@ -247,7 +247,7 @@ class ActorCritic(SavesOptimizers, Agent):
         Rows where the episode ended carry no loss (their next row belongs to another episode)."""
         c, m = self.cfg, self.model
         B = post.cont.shape[0]
-        tm = lambda x: x[:, -tail:].to(self.device).float().transpose(0, 1)  # noqa: E731  (tail, B)
+        tm = lambda x: x[:, -tail:].to(self.device).float().transpose(0, 1)  # (tail, B)
         reward, terminal, last = (tm(post.batch[k]) for k in ("reward", "is_terminal", "is_last"))
         feat = m.feat({k: post.states[k][:, -tail:] for k in ("deter", "stoch")}).transpose(0, 1)
         with torch.no_grad():

@@ -69,7 +69,7 @@ class FrameActorCritic(SavesOptimizers, Agent):
                  device: Any = "cpu", intrinsic=None):
         super().__init__()
         if not isinstance(model, DiffusionWorld):
-            raise ValueError("agent=frame_actor_critic learns in imagination and needs model=diffusion_world")
+            raise TypeError("agent=frame_actor_critic learns in imagination and needs model=diffusion_world")
         self.cfg, self.device = cfg, torch.device(device)
         self.__dict__["model"] = model  # not a submodule: the model checkpoints itself
         self.discrete = model.actions.discrete

@@ -21,7 +21,8 @@ Shapes: obs (B, O), action (B, A) in env units, reward (B,), terminal (B,) bool.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

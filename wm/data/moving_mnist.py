@@ -126,7 +126,7 @@ def open_test_seq(path: str | os.PathLike, seq_len: int = 20, size: int = 64) ->
         raise DataFileError(f"Moving MNIST test file not found: {path}")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - numpy raises ValueError / OSError / EOFError / UnpicklingError on bad files
+    except Exception as e:  # numpy raises ValueError / OSError / EOFError / UnpicklingError on bad files
         raise DataFileError(f"corrupt Moving MNIST file {path}: {e.__class__.__name__}: {e}") from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 4 or arr.shape[0] != seq_len or arr.shape[2:] != (size, size):
         raise DataFileError(

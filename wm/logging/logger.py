@@ -68,7 +68,7 @@ class Logger:
         self.t0 = time.time() - start_time  # time keeps counting across resumes
         self.last: dict[str, Any] = {}
         self.constants: dict[str, Any] = {}  # written into every summary (e.g. what `steps` counts)
-        self._file = open(self.metrics_path, "a" if resume else "w")
+        self._file = open(self.metrics_path, "a" if resume else "w")  # noqa: SIM115 - open for the run's life
         self.wandb = self._init_wandb(config, name, resume) if cfg.wandb else None
 
     # ---- metrics --------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ class OnlineLoop:
             while running.any():
                 if record and running[0]:
                     frames.append(envs.envs[0].render())
-                action, state = checked_act(lambda: self.agent.act(obs, state, is_first, explore=False),
+                action, state = checked_act(lambda: self.agent.act(obs, state, is_first, explore=False),  # noqa: B023 - called at once
                                             self.step, self.parts)
                 obs, reward, terminated, truncated, _ = envs.step(action)
                 ret += reward * running

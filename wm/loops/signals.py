@@ -13,7 +13,7 @@ class StopFlag:
         self.requested = False
         self._old = {}
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:  # noqa: PYI034 - a final class
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)

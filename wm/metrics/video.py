@@ -150,7 +150,7 @@ def save_video(gt: np.ndarray, pred: np.ndarray, context: int, stem, scale: int 
     try:
         path = stem.with_suffix(".mp4")
         imageio.mimwrite(path, frames, fps=fps, macro_block_size=16)
-    except Exception:  # noqa: BLE001 - any ffmpeg/backend failure: fall back to a GIF
+    except Exception:  # any ffmpeg/backend failure: fall back to a GIF
         path = stem.with_suffix(".gif")
         imageio.mimwrite(path, frames, duration=1000 / fps, loop=0)
     return path
