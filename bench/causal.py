@@ -3,6 +3,8 @@
 
     python -m bench.causal [--parallel 2] [--objects 5 10] [--graphs chain collider full] [--seeds 0 1 2]
         -> bench/results/causal_chemistry.json, causal_chemistry_<objects>_<graph>.png (true vs learned graphs)
+    python -m bench.causal --objects 10 --graphs collider --replan 100
+        -> bench/results/causal_chemistry_replan100.json (target matching of the finished runs, 100 episodes)
 
 For every (objects, graph, seed): the world's mechanisms come from graph_seed = seed, and its 10k random-policy
 training transitions from the run seed, so the three seeds are three worlds. Each model trains with
@@ -18,8 +20,10 @@ transitions (distractors cut into 4 quantile bins).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -96,6 +100,34 @@ def reference_job(objects: int, graph: str, seed: int) -> dict:
     return out
 
 
+def replan_job(model: str, objects: int, graph: str, seed: int, episodes: int) -> dict:
+    """Target matching re-scored from a finished run's checkpoint with ``episodes`` episodes (the run's own
+    evaluation has 20, where one object in 200 is half a point): the same model, data and planner settings."""
+    import tempfile
+
+    import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from wm import checkpoint
+    from wm.models.causal import plan_targets
+    from wm.validate import CONF_DIR, validate
+
+    run_dir = ROOT / "outputs" / "bench" / f"causal_chemistry_{model}_{objects}_{graph}" / f"seed{seed}"
+    saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[o for o in saved if not o.startswith(("hydra.", "progress"))])
+    plan = validate(cfg, Path(tempfile.mkdtemp()))
+    data = plan.data_cls(plan.data, seed=plan.run.seed)
+    net = plan.model_cls(plan.model, data=data, device="cpu")
+    net.load_state_dict(checkpoint.load(run_dir)["model"])
+    torch.manual_seed(0)
+    t0 = time.process_time()
+    out = plan_targets(net.predict, data, dataclasses.replace(plan.model.plan, episodes=episodes))
+    return {"model": model, "objects": objects, "graph": graph, "seed": seed, "episodes": episodes,
+            **{k.split("/")[1]: v for k, v in out.items()}, "cpu_seconds": round(time.process_time() - t0, 1)}
+
+
 def plot(rows: list[dict], objects: list[int], graphs: list[str], seed: int) -> None:
     """True vs learned graphs (CDL's mask from the run's checkpoint, PC's), one figure per world."""
     from wm import checkpoint
@@ -137,8 +169,29 @@ def main() -> None:
     p.add_argument("--graphs", nargs="+", default=["chain", "collider", "full"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--parallel", type=int, default=1, help="model runs at a time (one torch thread each)")
+    p.add_argument("--replan", type=int, default=0, metavar="EPISODES",
+                   help="only re-score target matching of the finished runs with this many episodes "
+                        "-> results/causal_chemistry_replan<EPISODES>.json")
     args = p.parse_args()
     cells = [(n, g, s) for n in args.objects for g in args.graphs for s in args.seeds]
+    if args.replan:
+        import torch
+
+        torch.set_num_threads(1)
+        rows = [replan_job(m, *c, args.replan) for c in cells for m in ("causal", "dense_dynamics")]
+        summary = [{"objects": n, "graph": g, **{f"{m}/{k}": spread([r[k] for r in rows if r["model"] == m and
+                                                                      (r["objects"], r["graph"]) == (n, g)])
+                                                 for m in ("causal", "dense_dynamics")
+                                                 for k in ("plan_match", "plan_solved")}}
+                   for n in args.objects for g in args.graphs]
+        command = " ".join(["python -m bench.causal --objects", *map(str, args.objects), "--graphs", *args.graphs,
+                            "--seeds", *map(str, args.seeds), "--replan", str(args.replan)])
+        path = write_results(f"causal_chemistry_replan{args.replan}", {"command": command, "table": summary,
+                                                                        "runs": rows})
+        print(f"wrote {path}")
+        for r in summary:
+            print(r)
+        return
     t0 = time.time()
     rows = [pc_job(*c) for c in cells] + [reference_job(*c) for c in cells]
     jobs = [(m, *c) for c in cells for m in ("causal", "dense_dynamics")]
