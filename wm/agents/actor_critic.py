@@ -73,6 +73,16 @@ def action_dist(out: torch.Tensor, discrete: bool, unimix: float, min_std: float
     return td.Independent(td.Normal(torch.tanh(mean), std, validate_args=False), 1, validate_args=False)
 
 
+def pick_action(dist: td.Distribution, discrete: bool, explore: bool) -> torch.Tensor:
+    """An action from an actor's distribution (``action_dist``): a sample when exploring, else its mode (the
+    likeliest one-hot action, or the mean)."""
+    if explore:
+        return dist.sample()
+    if discrete:
+        return torch.nn.functional.one_hot(dist.probs.argmax(-1), dist.probs.shape[-1]).float()
+    return dist.mean
+
+
 def clamp_st(a: torch.Tensor) -> torch.Tensor:
     """Clamp to [-1, 1] in the forward pass, identity gradient in the backward pass (straight-through): the
     model sees the action the env would get, and a sample beyond the box still tells the actor which way
@@ -184,13 +194,7 @@ class ActorCritic(SavesOptimizers, Agent):
         embed = m.encoder(m.preprocess(torch.as_tensor(np.asarray(obs))))
         first = torch.as_tensor(np.asarray(is_first), device=self.device)
         latent = m.obs_step(latent, prev, embed, first)
-        dist = self.policy(m.feat(latent))
-        if explore:
-            a = dist.sample()
-        elif self.discrete:
-            a = torch.nn.functional.one_hot(dist.probs.argmax(-1), self.act_dim).float()
-        else:
-            a = dist.mean
+        a = pick_action(self.policy(m.feat(latent)), self.discrete, explore)
         if not self.discrete:
             a = a.clamp(-1, 1)
         return self.to_env(a), ({"deter": latent["deter"], "stoch": latent["stoch"]}, a)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wm.agents.actor_critic import action_dist, lambda_returns
+from wm.agents.actor_critic import action_dist, lambda_returns, pick_action
 from wm.agents.base import Agent
 from wm.config import param, require
 from wm.core.nets import SavesOptimizers, adam
@@ -86,8 +86,12 @@ class FrameActorCritic(SavesOptimizers, Agent):
         z = torch.zeros(n, self.cfg.hidden, device=self.device)
         return z, z.clone()
 
-    def observe(self, state: State, frame: torch.Tensor) -> State:
-        """The LSTM after seeing ``frame`` (N, C, H, W) in [-1, 1] (the ConvEncoder takes [-0.5, 0.5])."""
+    def observe(self, state: State, frame: torch.Tensor, first: torch.Tensor | None = None) -> State:
+        """The LSTM after seeing ``frame`` (N, C, H, W) in [-1, 1] (the ConvEncoder takes [-0.5, 0.5]); rows where
+        ``first`` (N,) is true start an episode and forget the state first."""
+        if first is not None:
+            live = (1.0 - first.float())[:, None]
+            state = (state[0] * live, state[1] * live)
         return self.lstm(self.encoder(frame / 2), state)
 
     def policy(self, h: torch.Tensor):
@@ -97,18 +101,10 @@ class FrameActorCritic(SavesOptimizers, Agent):
     # ----- acting ------------------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: np.ndarray, state: State | None, is_first: np.ndarray, explore: bool):
-        n = len(obs)
-        h, c = state if state is not None else self.initial(n)
-        live = torch.as_tensor(~np.asarray(is_first, bool), device=self.device).float()[:, None]
-        h, c = self.observe((h * live, c * live), to_frames(torch.as_tensor(np.asarray(obs)), self.device))
-        dist = self.policy(h)
-        if explore:
-            a = dist.sample()
-        elif self.discrete:
-            a = torch.nn.functional.one_hot(dist.probs.argmax(-1), self.model.act_dim).float()
-        else:
-            a = dist.mean
-        return self.model.actions.decode(a), (h, c)
+        state = state if state is not None else self.initial(len(obs))
+        first = torch.as_tensor(np.asarray(is_first, bool), device=self.device)
+        h, c = self.observe(state, to_frames(torch.as_tensor(np.asarray(obs)), self.device), first)
+        return self.model.actions.decode(pick_action(self.policy(h), self.discrete, explore)), (h, c)
 
     # ----- learning in imagination ---------------------------------------------------------------------
     def after_model_update(self, replay, step: int) -> dict[str, float]:
@@ -120,12 +116,11 @@ class FrameActorCritic(SavesOptimizers, Agent):
             return {}
         start = m.start_states(replay, c.starts)
         frames, actions, rstate = start["frames"], start["actions"], start["reward_state"]
-        first = start["rows"]["is_first"].to(self.device).float()
+        first = start["rows"]["is_first"].to(self.device)
         with torch.no_grad():  # burn-in on the real frames, as acting saw them
             state = self.initial(c.starts)
             for t in range(m.k):
-                live = (1.0 - first[:, t])[:, None]
-                state = self.observe((state[0] * live, state[1] * live), frames[:, t])
+                state = self.observe(state, frames[:, t], first[:, t])
         logp, ent, values, rewards, conts = [], [], [], [], []
         for _ in range(c.horizon):
             dist = self.policy(state[0])

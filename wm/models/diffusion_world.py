@@ -79,6 +79,20 @@ class RewardEndModel(nn.Module):
         h, c = self.lstm(x, state)
         return self.reward(h), self.end(h).squeeze(-1), (h, c)
 
+    def unroll(self, frames: torch.Tensor, actions: torch.Tensor, first: torch.Tensor):
+        """Every transition of sequences (frames (N, T, C, H, W), actions (N, T, A), first (N, T) float) from zero
+        state: row t's is (frame t-1, action t, frame t). A row that starts an episode crosses two episodes: the
+        state is zeroed after it, so the next row begins afresh. Returns the reward head outputs (T-1, N, bins),
+        end logits (T-1, N) and the final state."""
+        state, outs, logits = self.initial(len(frames), frames.device), [], []
+        for t in range(1, frames.shape[1]):
+            out, logit, (h, c) = self.step(state, frames[:, t - 1], actions[:, t], frames[:, t])
+            live = (1.0 - first[:, t])[:, None]
+            state = (h * live, c * live)
+            outs.append(out)
+            logits.append(logit)
+        return torch.stack(outs), torch.stack(logits), state
+
 
 class DiffusionWorld(SavesOptimizers, WorldModel):
     """model=diffusion_world: the next-frame denoiser and the reward / termination model (module docstring)."""
@@ -164,18 +178,13 @@ class DiffusionWorld(SavesOptimizers, WorldModel):
         actions = self.actions.encode(rows["action"], self.device)
         first = rows["is_first"].to(self.device).float()
         reward, terminal = rows["reward"].to(self.device).float(), rows["is_terminal"].to(self.device).float()
-        state = self.rewards.initial(len(frames), self.device)
-        r_loss, e_loss, weight = [], [], []
-        for t in range(1, frames.shape[1]):
-            live = (1.0 - first[:, t])[:, None]
-            out, logit, state = self.rewards.step(state, frames[:, t - 1], actions[:, t], frames[:, t])
-            state = (state[0] * live, state[1] * live)  # an episode start: the next row begins afresh
-            r_loss.append(-dists.head_dist(out, self.cfg.reward_head).log_prob(reward[:, t]))
-            e_loss.append(F.binary_cross_entropy_with_logits(logit, terminal[:, t], reduction="none"))
-            weight.append(live[:, 0])
-        w = torch.stack(weight)
+        out, logit, _ = self.rewards.unroll(frames, actions, first)
+        tm = lambda x: x[:, 1:].transpose(0, 1)  # rows 1..T-1, time first: (T-1, N)
+        w = 1.0 - tm(first)  # an episode's first row has no transition into it
         norm = w.sum().clamp(min=1.0)
-        rl, el = (torch.stack(r_loss) * w).sum() / norm, (torch.stack(e_loss) * w).sum() / norm
+        r_loss = -dists.head_dist(out, self.cfg.reward_head).log_prob(tm(reward))
+        e_loss = F.binary_cross_entropy_with_logits(logit, tm(terminal), reduction="none")
+        rl, el = (r_loss * w).sum() / norm, (e_loss * w).sum() / norm
         return rl + el, {"model/reward_loss": rl.item(), "model/end_loss": el.item()}
 
     def train_step(self, replay, step: int) -> dict[str, float]:
@@ -206,12 +215,7 @@ class DiffusionWorld(SavesOptimizers, WorldModel):
         after the window's transitions (``reward_state``)."""
         rows = replay.sample_sequences(n, self.k)
         frames, actions = self.window(rows)
-        first = rows["is_first"].to(self.device).float()
-        state = self.rewards.initial(n, self.device)
-        for t in range(1, self.k):
-            live = (1.0 - first[:, t])[:, None]
-            _, _, state = self.rewards.step(state, frames[:, t - 1], actions[:, t], frames[:, t])
-            state = (state[0] * live, state[1] * live)
+        _, _, state = self.rewards.unroll(frames, actions, rows["is_first"].to(self.device).float())
         return {"frames": frames, "actions": actions, "rows": rows, "reward_state": state}
 
     @torch.no_grad()
