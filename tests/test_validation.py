@@ -43,6 +43,8 @@ CASES += [  # combinations a part refuses (its `refuse` hook), found before anyt
     (["data=moving_mnist", "model=convlstm", "agent=none", "data.size=16"], "data.size: must be >= 28"),
     (["experiment=dyna_cartpole", "agent.n_step=3"], "imagined transitions are one-step"),
 ]
+CASES.append((["env.pixels=true", "env.proprio=state", "env.size=16", "model.decode_keys=[sound]"],
+              "model.decode_keys: 'sound' is not an observation key of this env (keys: image, vector)"))
 CASES.append((["agent=actor_critic", "model=none"], "agent=actor_critic acts through a learned world model"))
 CASES.append((["env=carracing", "model=none", "agent=dqn"], "agent=dqn takes discrete actions but CarRacing-v3"))
 if not torch.cuda.is_available():

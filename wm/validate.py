@@ -193,6 +193,15 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} takes {'/'.join(agent_cls.action_kinds)} "
                               f"actions but {env.id} has {kind} actions; agents for it: "
                               f"{', '.join(agents_for(kind)) or 'none yet'}")
+        if isinstance(spaces[0], gym.spaces.Dict):
+            for group, cls in (("model", model_cls), ("agent", agent_cls)):
+                if cls is not None and not getattr(cls, "dict_obs", False):
+                    raise ConfigError(f"{names}: {group}={_choice(cfg, group)} takes one observation array, and "
+                                      f"env.pixels=true env.proprio={env.proprio} gives a Dict (image + vector): "
+                                      f"use model=rssm with agent=actor_critic or agent=cem, or env.proprio=none")
+            if "intrinsic" in cfg and _choice(cfg, "intrinsic") != "none":
+                raise ConfigError(f"{names}: intrinsic={_choice(cfg, 'intrinsic')} does not take Dict (image + "
+                                  f"vector) observations yet; use intrinsic=none or env.proprio=none")
         needs = getattr(agent_cls, "requires_model", ())  # e.g. ("rssm",) for agents that use a world model
         if needs and _choice(cfg, "model") not in needs:
             raise ConfigError(f"{names}: agent={_choice(cfg, 'agent')} acts through a learned world model; "
@@ -211,6 +220,8 @@ def validate(cfg: DictConfig, run_dir: Path) -> Plan:
                                   f"adds its bonus in imagination, on latent states; valid: intrinsic=disagreement "
                                   f"(Plan2Explore) or intrinsic=none")
             intrinsic = typed(intrinsic_cls, cfg.intrinsic if "intrinsic" in cfg else {}, "intrinsic")
+        if isinstance(spaces[0], gym.spaces.Dict):  # exploration statistics (coverage) read vector observations
+            intrinsic_cls = intrinsic = None
     elif agent_cls is not None and model_cls is not None:
         raise ConfigError(f"{names}: model={_choice(cfg, 'model')} is trained by the {loop} loop and takes "
                           f"no agent; use agent=none")

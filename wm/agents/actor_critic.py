@@ -93,6 +93,7 @@ def clamp_st(a: torch.Tensor) -> torch.Tensor:
 class ActorCritic(SavesOptimizers, Agent):
     action_kinds = ("discrete", "continuous")
     requires_model = ("rssm",)  # checked by wm.validate before anything is built
+    dict_obs = True  # through the model: its encoder takes Dict observations
     takes_intrinsic = "latent"  # wm.validate passes the latent variant of the intrinsic option (or refuses it)
     OPTIMIZERS: ClassVar[dict[str, str]] = {"_actor_opt": "actor_opt", "_critic_opt": "critic_opt"}
 
@@ -187,11 +188,11 @@ class ActorCritic(SavesOptimizers, Agent):
     @torch.no_grad()
     def act(self, obs: np.ndarray, state, is_first: np.ndarray, explore: bool):
         m = self.model
-        n = len(obs)
+        n = len(is_first)
         if state is None:
             state = (m.initial(n), torch.zeros(n, self.act_dim, device=self.device))
         latent, prev = state
-        embed = m.encoder(m.preprocess(torch.as_tensor(np.asarray(obs))))
+        embed = m.embed(obs)
         first = torch.as_tensor(np.asarray(is_first), device=self.device)
         latent = m.obs_step(latent, prev, embed, first)
         a = pick_action(self.policy(m.feat(latent)), self.discrete, explore)

@@ -28,6 +28,7 @@ from wm.models.rssm import RSSM
 class CEM(Agent):
     action_kinds = ("discrete", "continuous")
     requires_model = ("rssm",)  # checked by wm.validate before anything is built
+    dict_obs = True  # through the model: its encoder takes Dict observations
 
     @dataclass
     class Config:
@@ -88,11 +89,11 @@ class CEM(Agent):
     @torch.no_grad()
     def act(self, obs: np.ndarray, state, is_first: np.ndarray, explore: bool):
         m = self.model
-        n = len(obs)
+        n = len(is_first)
         if state is None:
             state = (m.initial(n), torch.zeros(n, self.act_dim, device=self.device))
         latent, prev = state
-        embed = m.encoder(m.preprocess(torch.as_tensor(np.asarray(obs))))
+        embed = m.embed(obs)
         latent = m.obs_step(latent, prev, embed, torch.as_tensor(np.asarray(is_first), device=self.device))
         a = self.plan(latent)
         if explore:

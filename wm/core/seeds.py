@@ -26,6 +26,7 @@ CSWM_STREAM = 44       # model=cswm's transitions and negatives: ([data seed, CS
 WINDOW_STREAM = 45     # data=physics_frames' ConvLSTM windows: ([seed, WINDOW_STREAM, step])
 NBODY_DATA = 0xB0D7    # data=nbody's trajectories: ([seed, NBODY_DATA, split index, trajectory])
 BALLS_DATA = 0xBA11    # data=physics_frames system=balls: ([seed, BALLS_DATA, split index, episode])
+MISSING_STREAM = 46    # env.miss_ratio: an episode's modality gaps, ([episode seed, MISSING_STREAM])
 
 
 def episode_seed(*key: int) -> int:

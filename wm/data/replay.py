@@ -4,7 +4,8 @@ Row t of env e holds the observation reached at t, the action and reward that le
 is_first (a reset row: action and reward are zeros), is_last (the episode ended here) and is_terminal
 (it ended in a true terminal state, so no bootstrapping). A transition is two consecutive rows of one
 env whose second row is not a reset; a sequence is L consecutive rows that may span episodes (the model
-resets its state where is_first is set).
+resets its state where is_first is set). A Dict observation space (images + vectors, wm/envs/modalities.py) is
+stored as one array per key: ``data["obs"]`` and every sampled ``obs`` are then dicts of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,25 @@ def _storage(space: gym.Space) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(space.shape), dtype
 
 
+def _obs_storage(space: gym.Space, shape: tuple[int, ...]) -> np.ndarray | dict[str, np.ndarray]:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _obs_storage(sub, shape) for k, sub in space.spaces.items()}
+    obs_shape, obs_dtype = _storage(space)
+    return np.zeros(shape + obs_shape, obs_dtype)
+
+
+def tree_map(fn, x):
+    """``fn`` on an array, or on each array of a (nested) dict of them (a Dict observation)."""
+    return {k: tree_map(fn, v) for k, v in x.items()} if isinstance(x, dict) else fn(x)
+
+
+def where_rows(mask: np.ndarray, new, old):
+    """Per env (the first axis): ``new`` where ``mask`` is set, else ``old``; arrays or dicts of them."""
+    if isinstance(new, dict):
+        return {k: where_rows(mask, new[k], old[k]) for k in new}
+    return np.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+
 class Replay:
     """Per-env ring buffers. ``capacity`` counts rows over all envs."""
 
@@ -31,11 +51,10 @@ class Replay:
     def __init__(self, capacity: int, num_envs: int, obs_space: gym.Space, act_space: gym.Space,
                  device: torch.device | str = "cpu", seed: int = 0):
         self.num_envs, self.size = num_envs, max(2, capacity // num_envs)
-        obs_shape, obs_dtype = _storage(obs_space)
         act_shape, act_dtype = _storage(act_space)
         shape = (num_envs, self.size)
         self.data = {
-            "obs": np.zeros(shape + obs_shape, obs_dtype),
+            "obs": _obs_storage(obs_space, shape),
             "action": np.zeros(shape + act_shape, act_dtype),
             "reward": np.zeros(shape, np.float32),
             "is_first": np.zeros(shape, bool),
@@ -56,7 +75,11 @@ class Replay:
         env_ids = np.asarray(env_ids, np.int64)
         pos = self.count[env_ids] % self.size
         for key in self.FIELDS:
-            self.data[key][env_ids, pos] = row[key]
+            if key == "obs" and isinstance(self.data[key], dict):
+                for k, v in self.data[key].items():
+                    v[env_ids, pos] = row[key][k]
+            else:
+                self.data[key][env_ids, pos] = row[key]
         self.count[env_ids] += 1
         if not np.any(row["is_first"]):
             self._last_step = env_ids
@@ -73,8 +96,11 @@ class Replay:
         offset = (self.rng.random(n) * avail[env]).astype(np.int64)
         return env, self.count[env] - avail[env] + offset  # the last row of each span
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, device=self.device)
+    def _tensor(self, array):
+        return tree_map(lambda a: torch.as_tensor(a, device=self.device), array)
+
+    def _take(self, key: str, *index) -> np.ndarray | dict[str, np.ndarray]:
+        return tree_map(lambda a: a[index], self.data[key])
 
     def sample_transitions(self, batch_size: int, n_step: int = 1, gamma: float = 1.0) -> dict[str, torch.Tensor]:
         """Uniform transitions; ``n_step`` > 1 adds each one's n-step return (``return_n``: the discounted
@@ -105,7 +131,7 @@ class Replay:
             last = np.where(going, r, last)
             going &= ~d["is_last"][env, r % self.size]  # the episode ended at r
         cur = last % self.size
-        return {"return_n": self._tensor(ret.astype(np.float32)), "obs_n": self._tensor(d["obs"][env, cur]),
+        return {"return_n": self._tensor(ret.astype(np.float32)), "obs_n": self._tensor(self._take("obs", env, cur)),
                 "terminal_n": self._tensor(d["is_terminal"][env, cur]),
                 "discount_n": self._tensor(discount.astype(np.float32))}
 
@@ -113,10 +139,10 @@ class Replay:
         prev, cur = (row - 1) % self.size, row % self.size
         d = self.data
         return {
-            "obs": self._tensor(d["obs"][env, prev]),
+            "obs": self._tensor(self._take("obs", env, prev)),
             "action": self._tensor(d["action"][env, cur]),
             "reward": self._tensor(d["reward"][env, cur]),
-            "next_obs": self._tensor(d["obs"][env, cur]),
+            "next_obs": self._tensor(self._take("obs", env, cur)),
             "terminal": self._tensor(d["is_terminal"][env, cur]),
         }
 
@@ -139,13 +165,13 @@ class Replay:
     def sample_sequences(self, batch_size: int, length: int) -> dict[str, torch.Tensor]:
         env, last = self._draw(batch_size, span=length)
         rows = (last[:, None] - length + 1 + np.arange(length)) % self.size
-        return {key: self._tensor(self.data[key][env[:, None], rows]) for key in self.FIELDS}
+        return {key: self._tensor(self._take(key, env[:, None], rows)) for key in self.FIELDS}
 
     # ---- checkpoint -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         filled = int(min(self.count.max(initial=0), self.size))  # skip rows never written
         return {
-            "data": {k: v[:, :filled].copy() for k, v in self.data.items()},
+            "data": {k: tree_map(lambda a: a[:, :filled].copy(), v) for k, v in self.data.items()},
             "count": self.count.copy(),
             "rng": self.rng.bit_generator.state,
             "last_step": self._last_step.copy(),
@@ -153,8 +179,15 @@ class Replay:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        def put(dst, src):
+            if isinstance(dst, dict):
+                for k in dst:
+                    put(dst[k], src[k])
+            else:
+                dst[:, : src.shape[1]] = src
+
         for key, value in state["data"].items():
-            self.data[key][:, : value.shape[1]] = value
+            put(self.data[key], value)
         self.count[:] = state["count"]
         self.rng.bit_generator.state = state["rng"]
         self._last_step = state["last_step"]

@@ -20,7 +20,7 @@ import torch
 
 from wm import checkpoint
 from wm.core.seeds import EVAL, EVAL_RNG, TRAIN, episode_seed
-from wm.data.replay import Replay
+from wm.data.replay import Replay, tree_map, where_rows
 from wm.envs.factory import EnvConfig, make_vec_env
 from wm.logging import Logger
 from wm.logging.progress import Progress
@@ -142,13 +142,12 @@ class OnlineLoop:
         seeds = [episode_seed(self.s.seed, TRAIN, e, int(self.episode[e])) if m else None
                  for e, m in enumerate(mask)]
         obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
-        return obs if not hasattr(self, "obs") else np.where(
-            mask.reshape((-1,) + (1,) * (obs.ndim - 1)), obs, self.obs)
+        return obs if not hasattr(self, "obs") else where_rows(mask, obs, self.obs)
 
     def _add_reset_rows(self, ids: np.ndarray) -> None:
         zeros = np.zeros(len(ids), bool)
         action = np.zeros((len(ids),) + self.replay.data["action"].shape[2:], self.replay.data["action"].dtype)
-        self.replay.add(ids, obs=self.obs[ids], action=action, reward=np.zeros(len(ids)),
+        self.replay.add(ids, obs=tree_map(lambda o: o[ids], self.obs), action=action, reward=np.zeros(len(ids)),
                         is_first=~zeros, is_last=zeros, is_terminal=zeros)
 
     def _learn(self) -> None:
@@ -216,8 +215,8 @@ class OnlineLoop:
                 if running.any() and (terminated | truncated).any():
                     # finished envs must be reset before the next vector step; their results are ignored
                     done = terminated | truncated
-                    obs = np.where(done.reshape((-1,) + (1,) * (obs.ndim - 1)), envs.reset(
-                        seed=[0 if d else None for d in done], options={"reset_mask": done})[0], obs)
+                    obs = where_rows(done, envs.reset(seed=[0 if d else None for d in done],
+                                                      options={"reset_mask": done})[0], obs)
             returns.extend(ret[:n])
             lengths.extend(length[:n])
         self.evals_done = self.step // self.s.eval_every

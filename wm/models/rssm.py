@@ -9,6 +9,10 @@ predicts 1 - is_terminal_t. At is_first rows the state and the incoming action a
 
 Shapes: sequences (B, L, ...), flat states (N, ...). Imagination lives in the agents (actor_critic, cem),
 which use `img_step`, `feat` and the heads here.
+
+Observations are a vector, an image, or a Dict of both (wm/envs/modalities.py: images + vectors with presence
+flags): then a CNN per image key and an MLP per vector key feed one embedding and each of ``decode_keys`` has
+its own decoder and loss scale (wm/models/multimodal.py).
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ from torch import nn
 from wm.config import param
 from wm.core.nets import SavesOptimizers, adam, mlp
 from wm.core.schedule import Schedule
+from wm.data.replay import tree_map
 from wm.models import dists
+from wm.models import multimodal
 from wm.models.base import WorldModel
 from wm.models.nets import ActionCoder, ConvDecoder, ConvEncoder, zero_last
 
@@ -37,7 +43,7 @@ def action_dim(act_space: gym.Space) -> int:
 
 
 def is_image_space(obs_space: gym.Space) -> bool:
-    return len(obs_space.shape) == 3
+    return not isinstance(obs_space, gym.spaces.Dict) and len(obs_space.shape) == 3
 
 
 @dataclass
@@ -61,6 +67,7 @@ class RSSM(SavesOptimizers, WorldModel):
     """World model: encoder, RSSM core (GRU + stochastic latent), decoder, reward and continue heads."""
 
     loop = "online"
+    dict_obs = True  # takes Dict observations (images + vectors); wm.validate refuses them to the parts without this
     OPTIMIZERS: ClassVar[dict[str, str]] = {"_optimizer": "opt"}  # checkpoints carry it (SavesOptimizers)
 
     @dataclass
@@ -95,6 +102,23 @@ class RSSM(SavesOptimizers, WorldModel):
         grad_clip: float = param(1000.0, gt=0)
         video: bool = True  # pixel envs: open-loop video (real | imagined | error) after each evaluation
         terminal_weight: float = param(1.0, gt=0)  # continue loss weight of terminal rows (1: the papers)
+        # Dict observations (images + vectors): the keys encoded and the keys reconstructed ([]: every one), and
+        # the reconstruction loss scale of image and of vector keys (DreamerV3: 1 each)
+        encode_keys: list[str] = param([], free="observation keys, checked against the env's")
+        decode_keys: list[str] = param([], free="observation keys, checked against the env's")
+        image_scale: float = param(1.0, ge=0)
+        vector_scale: float = param(1.0, ge=0)
+
+    @classmethod
+    def refuse(cls, plan) -> str | None:
+        obs = plan.spaces[0] if plan.spaces else None
+        c = plan.model
+        if not isinstance(obs, gym.spaces.Dict):
+            if c.encode_keys or c.decode_keys:
+                return "model.encode_keys / decode_keys choose keys of a Dict observation; this env has one array"
+            return None
+        return (multimodal.check_keys(obs, c.encode_keys, "model.encode_keys")
+                or multimodal.check_keys(obs, c.decode_keys, "model.decode_keys"))
 
     def __init__(self, cfg: Config, obs_space: gym.Space, act_space: gym.Space, device: Any = "cpu"):
         super().__init__()
@@ -109,7 +133,16 @@ class RSSM(SavesOptimizers, WorldModel):
         self.feat_dim = c.deter + self.stoch_dim
         stats = c.groups * c.classes if c.latent == "categorical" else 2 * c.stoch
         # observation encoder / decoder
-        if self.image:
+        self.multimodal = isinstance(obs_space, gym.spaces.Dict)
+        if self.multimodal:
+            keys = multimodal.modality_keys(obs_space)
+            enc, dec = list(c.encode_keys) or keys, list(c.decode_keys) or keys
+            self.encoder = multimodal.MultiEncoder(obs_space, enc, c.cnn_depth, c.units, c.layers)
+            scales = {k: c.image_scale if multimodal.is_image(obs_space.spaces[k]) else c.vector_scale for k in dec}
+            self.decoder = multimodal.MultiDecoder(obs_space, dec, self.feat_dim, c.cnn_depth, c.units, c.layers, scales)
+            self.image_key = self.decoder.image_keys[0] if self.decoder.image_keys else None  # open-loop videos
+            embed = self.encoder.out_dim
+        elif self.image:
             size = obs_space.shape[0] if obs_space.shape[-1] in (1, 3) else obs_space.shape[-1]
             self.channels_last = obs_space.shape[-1] in (1, 3)
             ch = obs_space.shape[-1] if self.channels_last else obs_space.shape[0]
@@ -138,12 +171,18 @@ class RSSM(SavesOptimizers, WorldModel):
 
     # ----- inputs -------------------------------------------------------------------------------
     def preprocess(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw obs (..., *obs_shape) -> network input: images to (..., C, H, W) in [-0.5, 0.5]."""
+        """Raw obs (..., *obs_shape) -> network input: images to (..., C, H, W) in [-0.5, 0.5] (a Dict: per key)."""
+        if self.multimodal:
+            return multimodal.preprocess(self.obs_space, obs, self.device, self.cfg.symlog_obs)
         if self.image:
             x = obs.to(self.device, torch.float32) / 255.0 - 0.5
             return x.movedim(-1, -3) if self.channels_last else x
         x = obs.to(self.device, torch.float32).flatten(obs.dim() - len(self.obs_space.shape))
         return dists.symlog(x) if self.cfg.symlog_obs else x
+
+    def embed(self, obs: np.ndarray | dict[str, np.ndarray]) -> torch.Tensor:
+        """Env observations (N, ...) as the vector env gives them (a dict of arrays for a Dict space) -> (N, E)."""
+        return self.encoder(self.preprocess(tree_map(lambda o: torch.as_tensor(np.asarray(o)), obs)))
 
     def encode_action(self, action: torch.Tensor) -> torch.Tensor:
         """Replay/env actions (...,) int or (..., A) float -> (..., A): one-hot, or rescaled to [-1, 1]."""
@@ -238,11 +277,13 @@ class RSSM(SavesOptimizers, WorldModel):
         prior = self._stats(self.prior_net(post["deter"]))
         feat = self.feat(post)
         # reconstruction
-        rec = self.decoder(feat)
-        if self.image:
-            obs_loss = ((rec - obs) ** 2).sum((-3, -2, -1))
+        per_key = {}
+        if self.multimodal:
+            obs_loss, per_key = self.decoder.loss(feat, obs)
+        elif self.image:
+            obs_loss = ((self.decoder(feat) - obs) ** 2).sum((-3, -2, -1))
         else:
-            obs_loss = ((rec - obs) ** 2).sum(-1)
+            obs_loss = ((self.decoder(feat) - obs) ** 2).sum(-1)
         reward = batch["reward"].to(self.device).float()
         rew_dist = self.reward(feat)
         rew_loss = -rew_dist.log_prob(reward)
@@ -266,6 +307,7 @@ class RSSM(SavesOptimizers, WorldModel):
             "model/cont_loss": cont_loss.mean().item(),
             "model/kl": kl_value.mean().item(),
             "model/reward_error": (rew_dist.mean() - reward).abs().mean().item(),
+            **{f"model/obs_loss_{k}": v.mean().item() for k, v in per_key.items()},
         }
         return loss, metrics, post
 
@@ -299,18 +341,19 @@ class RSSM(SavesOptimizers, WorldModel):
 
         Returns uint8 frames (T, H, 3*W... stacked per sequence) as (T, n*H, 3*W, 3): real | model | error.
         """
-        obs = self.preprocess(batch["obs"][:n])
+        obs = self.preprocess(tree_map(lambda o: o[:n], batch["obs"]))
         action = self.encode_action(batch["action"][:n])
         is_first = batch["is_first"][:n].to(self.device).float()
-        post = self.observe(self.encoder(obs[:, :context]), action[:, :context], is_first[:, :context])
-        recon = self.decoder(self.feat(post))
+        post = self.observe(self.encoder(tree_map(lambda o: o[:, :context], obs)), action[:, :context],
+                            is_first[:, :context])
+        recon = self._decode_image(self.feat(post))
         state = {k: v[:, -1] for k, v in post.items()}
         frames = []
-        for t in range(context, obs.shape[1]):
+        for t in range(context, action.shape[1]):
             state = self.img_step(state, action[:, t], sample=False)
-            frames.append(self.decoder(self.feat(state)))
+            frames.append(self._decode_image(self.feat(state)))
         model = torch.cat([recon, torch.stack(frames, 1)], 1) if frames else recon
-        truth = obs[:, : model.shape[1]]
+        truth = (obs[self.image_key] if self.multimodal else obs)[:, : model.shape[1]]
         err = (model - truth + 1) / 2
         vid = torch.cat([truth + 0.5, model + 0.5, err], -1)  # (n, T, C, H, 3W)
         vid = vid.clamp(0, 1).permute(1, 0, 3, 4, 2)  # (T, n, H, 3W, C)
@@ -318,6 +361,9 @@ class RSSM(SavesOptimizers, WorldModel):
         if vid.shape[-1] == 1:
             vid = vid.expand(*vid.shape[:-1], 3)
         return (vid.cpu().numpy() * 255).astype(np.uint8)
+
+    def _decode_image(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.decoder.nets[self.image_key](feat) if self.multimodal else self.decoder(feat)
 
     def write_video(self, path: Path) -> Path:
         """Write the open-loop video of the latest training batch to `path` (.mp4, or .gif without ffmpeg)."""
@@ -336,7 +382,8 @@ class RSSM(SavesOptimizers, WorldModel):
         """Open-loop video (pixel envs) of the latest training batch into out_dir/videos/open_loop_<step>.mp4,
         registered with the logger (and so W&B) when one is given. The online loop calls this after each
         evaluation."""
-        if not (self.image and self.cfg.video) or self.posteriors is None:
+        has_image = self.image or (self.multimodal and self.image_key is not None)
+        if not (has_image and self.cfg.video) or self.posteriors is None:
             return None
         step = self._updates if step is None else step
         path = self.write_video(Path(out_dir) / "videos" / f"open_loop_{step:08d}.mp4")
