@@ -10,7 +10,7 @@ BENCH  ?= all
 SWEEP  ?= sample_efficiency
 RUNS   ?= multirun/$(SWEEP)
 OUT    ?= $(RUNS)/report
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?= -m "not slow" --durations=30
 
 .PHONY: help install train test bench sweep report lint clean
 

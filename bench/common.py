@@ -64,11 +64,14 @@ def first_step_at(points: list[list[float]], threshold: float) -> int | None:
 
 
 def train_seed(name: str, overrides: list[str], seed: int, threshold: float | None,
-               metric: str = "eval/return_mean", reuse: bool = False, lock: bool = True) -> dict[str, Any]:
+               metric: str = "eval/return_mean", reuse: bool = False, lock: bool = True,
+               resume: bool = False) -> dict[str, Any]:
     """Run one seed through train.py and return its per-seed record (also kept beside the run dir, so a
     reused run reports the wall and CPU time it was measured with).
 
-    ``reuse``: take a completed run dir of the same command instead of running again. ``lock``: hold the
+    ``reuse``: take a completed run dir of the same command instead of running again. ``resume``: a run dir
+    left unfinished (stopped, interrupted) continues from its checkpoint (its CPU seconds are then the last
+    part's only, and the record says ``resumed``). ``lock``: hold the
     bench lock for this seed (unless WM_BENCH_LOCK=0); a benchmark that holds it itself and runs seeds in
     parallel passes False. CPU time is the run's own (``wait4``), right even when seeds run in parallel."""
     run_dir = RUNS / name / f"seed{seed}"
@@ -79,23 +82,26 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     if reuse and _completed_with(run_dir, cmd[2:]):
         saved = json.loads(record.read_text()) if record.exists() else {}
         wall = saved.get("wall_seconds", read_run(run_dir)["summary"]["wall_seconds"])
-        timing = {k: saved.get(k) for k in ("cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end")}
+        timing = {k: saved.get(k) for k in ("cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end", "resumed")}
         print(f"{name} seed {seed}: reused {run_dir}", flush=True)
         return _record(run_dir, seed, metric, threshold, wall, timing, reused=True)
+    resumed = resume and (run_dir / "checkpoints" / "latest.pt").exists()
+    if resumed:
+        cmd.append("resume=true")
     log = run_dir.parent / f"seed{seed}.log"
     with open(LOCK, "w") as held:
         if lock and os.environ.get("WM_BENCH_LOCK", "1") != "0":
             fcntl.flock(held, fcntl.LOCK_EX)
         load = round(os.getloadavg()[0], 2)
         t0 = time.time()
-        with open(log, "w") as out:
+        with open(log, "a" if resumed else "w") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
             _, status, usage = os.wait4(proc.pid, 0)
         wall = time.time() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{name} seed {seed} failed:\n{log.read_text()[-3000:]}")
     timing = {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),  # robust to other load
-              "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2)}
+              "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2), "resumed": resumed}
     rec = _record(run_dir, seed, metric, threshold, wall, timing, reused=False)
     record.write_text(json.dumps({"wall_seconds": rec["wall_seconds"], **timing, "overrides": cmd[2:]}) + "\n")
     print(f"{name} seed {seed}: final {rec['final']} steps_to_{threshold} {rec['steps_to_threshold']} "
@@ -124,8 +130,8 @@ def _completed_with(run_dir: Path, overrides: list[str]) -> bool:
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not (run_dir / "summary.json").exists() or not saved.exists():
         return False
-    same = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith("hydra.")] == \
-        [o for o in overrides if not o.startswith("hydra.")]
+    same = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith(("hydra.", "resume="))] == \
+        [o for o in overrides if not o.startswith(("hydra.", "resume="))]
     return same and read_run(run_dir)["summary"]["status"] == "completed"
 
 

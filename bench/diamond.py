@@ -2,6 +2,8 @@
 
     python -m bench.diamond [--seeds 0 1 2] [--steps 20000] [--parallel 2] [--speed-only]
         -> bench/results/diamond_cartpole_pixels.json + .png (eval return vs env steps, every seed)
+    python -m bench.diamond --diagnose RUN_DIR
+        -> bench/results/diamond_cartpole_pixels_diagnosis.json: does the run's imagination respond to actions?
 
 Learning: ``experiment=diamond_cartpole_pixels`` (model=diffusion_world, agent=frame_actor_critic) and
 ``experiment=dreamer_cartpole_pixels`` (model=rssm, agent=actor_critic) on the same 32x32 CartPole frames, the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -98,13 +101,72 @@ def speed(repeats: int = 5) -> dict:
     return out
 
 
+def diagnose(run_dir: Path, starts: int = 64, horizon: int = 15) -> dict:
+    """Whether a DIAMOND run's world model can teach its actor anything, from its latest checkpoint: the imagined
+    return of ``horizon`` steps from the same ``starts`` replay windows and the same sampling noise under
+    constant-left, constant-right and alternating actions; the denoiser's loss with the true actions and with
+    every action flipped, at fixed noise levels; and the sampled next frame's error against copying the last
+    frame, next to how much the true frame changes and how much flipping the action changes the sample."""
+    import torch
+
+    from wm import checkpoint
+    from wm.data.replay import Replay
+    from wm.run import restore
+
+    torch.manual_seed(0)
+    plan, _, model = restore(run_dir)
+    state = checkpoint.load(run_dir)
+    replay = Replay(plan.run.replay.capacity, plan.env.num_envs, *plan.spaces, seed=0)
+    replay.load_state_dict(state["replay"])
+    onehot = lambda a: torch.nn.functional.one_hot(torch.as_tensor(a), model.act_dim).float()
+    start = model.start_states(replay, starts)
+    returns = {}
+    for name, pick in {"left": lambda t: 0, "right": lambda t: 1, "alternating": lambda t: t % 2}.items():
+        g = torch.Generator().manual_seed(1)
+        frames, actions, rstate = start["frames"], start["actions"], start["reward_state"]
+        alive, ret = torch.ones(starts), torch.zeros(starts)
+        for t in range(horizon):
+            a = onehot(torch.full((starts,), pick(t)))
+            nxt, reward, p_end, rstate = model.imagine_step(frames, actions, a, rstate, generator=g)
+            frames, actions = torch.cat([frames[:, 1:], nxt[:, None]], 1), torch.cat([actions[:, 1:], a[:, None]], 1)
+            ret, alive = ret + alive * reward, alive * (1 - p_end)
+        returns[name] = round(float(ret.mean()), 3)
+    rows = replay.sample_sequences(512, model.k + 1)
+    frames, actions = model.window(rows)
+    valid = ~rows["is_first"][:, -1]
+    cond, target, acts = frames[valid, :-1], frames[valid, -1], actions[valid, 1:]
+    flipped = acts.flip(-1) * (acts.sum(-1, keepdim=True) > 0)
+    loss = {}
+    with torch.no_grad():
+        for sigma in (0.05, 0.2, 0.5, 1.0):
+            noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(2))
+            s = torch.full((len(target),), sigma)
+            loss[sigma] = {k: round(float(((model.frames.denoise(target + sigma * noise, s, cond, a)[0] - target) ** 2)
+                                          .mean()), 6) for k, a in (("true_actions", acts), ("flipped_actions", flipped))}
+    n = min(128, len(target))
+    sample = lambda a: model.frames.sample_next(cond[:n], a[:n], generator=torch.Generator().manual_seed(3))
+    pred, pred_flip = sample(acts), sample(flipped)
+    mae = lambda x, y: round(float((x - y).abs().mean()), 5)
+    return {"run_dir": str(run_dir), "env_steps": int(state["step"]), "starts": starts, "horizon": horizon,
+            "imagined_return": returns, "denoiser_mse_by_sigma": loss,
+            "next_frame_mae": {"sampled_vs_true": mae(pred, target[:n]), "copy_last_vs_true": mae(cond[:n, -1], target[:n]),
+                               "sampled_true_vs_flipped_actions": mae(pred, pred_flip)},
+            "actor_entropy_nats_max": round(float(np.log(model.act_dim)), 4)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=20000, help="env steps per run")
     p.add_argument("--parallel", type=int, default=1, help="runs at a time (one torch thread each)")
     p.add_argument("--speed-only", action="store_true")
+    p.add_argument("--diagnose", type=Path, metavar="RUN_DIR", help="only the imagination check of one run")
     args = p.parse_args()
+    if args.diagnose:
+        out = {"command": f"python -m bench.diamond --diagnose {args.diagnose}", **diagnose(args.diagnose)}
+        print(out, flush=True)
+        print(f"wrote {write_results(NAME + '_diagnosis', out)}")
+        return
     results = {"command": f"python -m bench.diamond --seeds {' '.join(map(str, args.seeds))} --steps {args.steps} "
                           f"--parallel {args.parallel}" + (" --speed-only" if args.speed_only else ""),
                "speed": speed()}

@@ -5,7 +5,7 @@ gaps, at the same env steps, on two tasks.
         -> bench/results/multimodal_dmc.json + multimodal_dmc_<task>.png
 
 Every run is ``experiment=dreamer_dmc`` plus its variant (one torch thread; completed runs are reused, a stopped one
-resumes from its checkpoint when run again):
+resumes from its checkpoint when the command runs again, so the study can span sessions):
 - image: ``env.pixels=true`` (64x64 frames);
 - vector: ``env.proprio=joints``: joint positions and velocities only, none of the task's features (reacher's
   target is not in them: the image is needed to know where to reach);
@@ -154,7 +154,7 @@ def main() -> None:
         task, variant, seed = j
         rec = train_seed(run_name(task, variant), ["experiment=dreamer_dmc", f"env.id={TASKS[task]}",
                                                    *VARIANTS[variant], *budget], seed, None, reuse=True,
-                         lock=args.parallel == 1)
+                         lock=args.parallel == 1, resume=True)
         return task, variant, analyse(task, variant, seed, rec, args.episodes)
 
     with ThreadPoolExecutor(args.parallel) as pool:

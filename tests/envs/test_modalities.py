@@ -42,8 +42,8 @@ def run_flags(env: gym.Env, episodes: int, steps: int) -> dict[str, np.ndarray]:
     for ep in range(episodes):
         obs, _ = env.reset(seed=ep)
         for t in range(steps):
-            for k in flags:
-                flags[k].append(obs[k][0])
+            for k, seen in flags.items():
+                seen.append(obs[k][0])
                 if obs[k][0] == 0:
                     assert not obs[k.removeprefix("present_")].any()  # a missing key is zeros
             obs, _, term, trunc, _ = env.step(t % 2)
@@ -85,7 +85,7 @@ def test_dmc_vector_joints_and_pixels():
     both = make_env(EnvConfig(id="dm_control/cartpole-swingup-v0", pixels=True, proprio="joints", size=16))
     obs, _ = both.reset(seed=0)
     assert obs["image"].shape == (16, 16, 3) and obs["image"].std() > 0 and obs["vector"].shape == (4,)
-    obs, reward, term, trunc, _ = both.step(np.zeros(1, np.float32))
+    obs, _, term, _, _ = both.step(np.zeros(1, np.float32))
     assert both.observation_space.contains(obs) and not term
 
 

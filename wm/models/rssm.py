@@ -30,8 +30,7 @@ from wm.config import param
 from wm.core.nets import SavesOptimizers, adam, mlp
 from wm.core.schedule import Schedule
 from wm.data.replay import tree_map
-from wm.models import dists
-from wm.models import multimodal
+from wm.models import dists, multimodal
 from wm.models.base import WorldModel
 from wm.models.nets import ActionCoder, ConvDecoder, ConvEncoder, zero_last
 
