@@ -1,14 +1,14 @@
 """Multimodal Dreamer on DeepMind Control (issue 20): image only, joints only, both, and both trained with modality
 gaps, at the same env steps, on two tasks.
 
-    python -m bench.multimodal [--tasks cartpole_swingup reacher_easy] [--seeds 0 1] [--steps 10000] [--parallel 2]
+    python -m bench.multimodal [--tasks cartpole_balance reacher_easy] [--seeds 0 1] [--steps 10000] [--parallel 2]
         -> bench/results/multimodal_dmc.json + multimodal_dmc_<task>.png
 
 Every run is ``experiment=dreamer_dmc`` plus its variant (one torch thread; completed runs are reused, a stopped one
 resumes from its checkpoint when the command runs again, so the study can span sessions):
 - image: ``env.pixels=true`` (64x64 frames);
 - vector: ``env.proprio=joints``: joint positions and velocities only, none of the task's features (reacher's
-  target is not in them: the image is needed to know where to reach);
+  target is not in them: the image is needed to know where to reach; cartpole's are all of its state);
 - both: ``env.pixels=true env.proprio=joints``;
 - both+dropout: the same with ``env.miss_ratio=0.05`` (MuMMI: each modality missing 5% of steps, gaps up to 15).
 From each run's final checkpoint (``wm.run.restore``), on the evaluation seed stream:
@@ -32,7 +32,10 @@ import numpy as np
 from bench.common import RUNS, plot_curves, spread, train_seed, write_results
 
 NAME = "multimodal_dmc"
-TASKS = {"cartpole_swingup": "dm_control/cartpole-swingup-v0", "reacher_easy": "dm_control/reacher-easy-v0"}
+# learnable within a CPU budget (10k agent steps, 20k frames): cartpole-balance starts upright with a dense reward
+# and its joints hold the whole state; reacher-easy's target is only in the image when the vector is joints only.
+# (cartpole-swingup was tried first: its image-only run was still at its random return, ~73, after 7k agent steps.)
+TASKS = {"cartpole_balance": "dm_control/cartpole-balance-v0", "reacher_easy": "dm_control/reacher-easy-v0"}
 VARIANTS = {
     "image": ["env.pixels=true"],
     "vector": ["env.proprio=joints"],
