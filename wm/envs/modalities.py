@@ -16,8 +16,6 @@ import numpy as np
 
 from wm.core.seeds import MISSING_STREAM
 
-MODALITIES = ("image", "vector")
-
 
 def present_key(key: str) -> str:
     return f"present_{key}"
@@ -80,9 +78,9 @@ class MissingModalities(gym.Wrapper, gym.utils.RecordConstructorArgs):
     probability per step, for up to ``max_len`` steps). ``ratio`` is the long-run share of steps a modality is
     missing: at each step a present key starts a gap (this step included) with probability
     p = ratio / (L (1 - ratio)), L = (max_len + 1) / 2 the mean length of a gap (1..max_len steps); the step
-    after a gap is always observed (so gaps never merge into longer ones), and L / (L + 1 / p) = ratio. A missing key is zeros and its ``present_<key>``
-    flag 0. The gaps are drawn from the episode's own seed (``reset(seed=...)``), so an episode replays exactly.
-    The first observation of an episode is always complete."""
+    after a gap is always observed (so gaps never merge into longer ones), and L / (L + 1 / p) = ratio. A missing
+    key is zeros and its ``present_<key>`` flag 0. The gaps are drawn from the episode's own seed
+    (``reset(seed=...)``), so an episode replays exactly. The first observation of an episode is complete."""
 
     def __init__(self, env: gym.Env, ratio: float = 0.0, max_len: int = 15):
         gym.utils.RecordConstructorArgs.__init__(self, ratio=ratio, max_len=max_len)
@@ -97,7 +95,7 @@ class MissingModalities(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.p_start = ratio / (mean_len * (1.0 - ratio))
         flags = {present_key(k): gym.spaces.Box(0.0, 1.0, (1,), np.float32) for k in self.keys}
         self.observation_space = gym.spaces.Dict({**env.observation_space.spaces, **flags})
-        self.rng = np.random.default_rng()
+        self.rng = np.random.default_rng([0, MISSING_STREAM])  # reseeded by every seeded reset
         self.left = dict.fromkeys(self.keys, 0)  # steps each key stays missing
         self.rest = dict.fromkeys(self.keys, False)  # the gap just ended: this step is observed
 
