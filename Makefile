@@ -12,7 +12,7 @@ RUNS   ?= multirun/$(SWEEP)
 OUT    ?= $(RUNS)/report
 PYTEST_ARGS ?= -m "not slow" --durations=30
 
-.PHONY: help install train test bench sweep report lint clean
+.PHONY: help install train test bench sweep report results lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ train: install  ## run the default experiment (override with ARGS="env=... seed=
 
 test: install  ## the fast test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+results: install  ## regenerate docs/results.md (every figure of bench/results and docs/reports)
+	$(PY) -m bench.results_doc
 
 bench: install  ## run benchmarks (BENCH=dqn for one); results go to bench/results/
 	$(PY) -m bench $(BENCH)
