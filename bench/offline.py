@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, ROOT, iqm_interval, read_run, spread, train_seed, write_results
+from bench.common import ROOT, iqm_interval, read_run, save_figure, spread, train_seed, write_results
 from wm import report
 
 DATASETS = ("expert", "medium", "medium-replay", "medium-expert")
@@ -68,11 +68,7 @@ def plot(results: list[dict]) -> Path:
     ax.set_title("Decision Transformer on CartPole-v1: return conditioning", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = RESULTS / "offline_cartpole.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "offline_cartpole")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from bench import offline
 from bench.causal_pc import peer_python
-from bench.common import RESULTS, ROOT, RUNS, iqm_interval, spread, write_results
+from bench.common import ROOT, RUNS, iqm_interval, save_figure, spread, write_results
 
 PACKAGES = ["d3rlpy==2.8.1", "torch==2.13.0", "h5py"]
 RUNNER = ROOT / "bench" / "peers" / "run_d3rlpy.py"
@@ -69,11 +69,7 @@ def plot(table: dict, agents: list[str]) -> Path:
     ax.set_title("CartPole-v1 offline: wm vs d3rlpy on the same datasets", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = RESULTS / "peers_d3rlpy_cartpole.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "peers_d3rlpy_cartpole")
 
 
 def main() -> None:
