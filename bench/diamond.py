@@ -109,15 +109,11 @@ def diagnose(run_dir: Path, starts: int = 64, horizon: int = 15) -> dict:
     frame, next to how much the true frame changes and how much flipping the action changes the sample."""
     import torch
 
-    from wm import checkpoint
-    from wm.data.replay import Replay
-    from wm.run import restore
+    from wm.run import replay_from, restore_checkpoint
 
     torch.manual_seed(0)
-    plan, _, model = restore(run_dir)
-    state = checkpoint.load(run_dir)
-    replay = Replay(plan.run.replay.capacity, plan.env.num_envs, *plan.spaces, seed=0)
-    replay.load_state_dict(state["replay"])
+    plan, _, model, state = restore_checkpoint(run_dir)
+    replay = replay_from(plan, state)
     onehot = lambda a: torch.nn.functional.one_hot(torch.as_tensor(a), model.act_dim).float()
     start = model.start_states(replay, starts)
     returns = {}

@@ -17,7 +17,7 @@ From each run's final checkpoint (``wm.run.restore``), on the evaluation seed st
   with the real actions, |predicted - real reward| averaged over the 15 steps;
 - a linear probe: ridge regression from the latent feature [h, z] to the true state (the task's full feature
   vector, target included, read from the simulator), fitted on the first half of the ratio-0 episodes and scored
-  (R^2, mean over the state's dimensions) on the second half.
+  (R^2 over the state's dimensions, each scaled by its spread) on the second half.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -56,17 +55,15 @@ def true_state(env) -> np.ndarray:
     return np.concatenate([np.asarray(v, np.float64).ravel() for v in obs.values()])
 
 
-def episodes(run_dir: Path, miss_ratio: float, n: int, seed: int) -> tuple[list[float], np.ndarray, np.ndarray]:
-    """``n`` greedy episodes of the run's policy with modalities missing at ``miss_ratio``: returns, and the latent
-    features and true states along them (N, F), (N, S)."""
+def episodes(plan, agent, model, miss_ratio: float, n: int, seed: int) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """``n`` greedy episodes of a restored run's policy with modalities missing at ``miss_ratio``: returns, and the
+    latent features and true states along them (N, F), (N, S)."""
     import torch
 
     from wm.core.seeds import EVAL, episode_seed
     from wm.data.replay import tree_map
     from wm.envs.factory import make_env
-    from wm.run import restore
 
-    plan, agent, model = restore(run_dir)
     env = make_env(dataclasses.replace(plan.env, miss_ratio=miss_ratio))
     returns, feats, states = [], [], []
     for k in range(n):
@@ -85,36 +82,32 @@ def episodes(run_dir: Path, miss_ratio: float, n: int, seed: int) -> tuple[list[
 
 
 def probe_r2(feats: np.ndarray, states: np.ndarray, ridge: float = 1e-2) -> float:
-    """Ridge regression feat -> state on the first half of the rows, R^2 (mean over dimensions) on the rest."""
+    """Ridge regression feat -> state on the first half of the rows, R^2 on the rest: 1 - error / variance, both
+    summed over the state's dimensions after scaling each by its spread over all rows (a dimension that hardly
+    moves in the second half would otherwise blow a per-dimension R^2 up)."""
     half = len(feats) // 2
+    scale = states.std(0)
+    keep = scale > 1e-8
+    z = states[:, keep] / scale[keep]
     mu, sd = feats[:half].mean(0), feats[:half].std(0) + 1e-6
     x = np.c_[(feats - mu) / sd, np.ones(len(feats))]
-    w = np.linalg.solve(x[:half].T @ x[:half] + ridge * half * np.eye(x.shape[1]), x[:half].T @ states[:half])
-    err = ((x[half:] @ w - states[half:]) ** 2).mean(0)
-    var = states[half:].var(0)
-    keep = var > 1e-8
-    return float(np.mean(1.0 - err[keep] / var[keep]))
+    w = np.linalg.solve(x[:half].T @ x[:half] + ridge * half * np.eye(x.shape[1]), x[:half].T @ z[:half])
+    err = ((x[half:] @ w - z[half:]) ** 2).mean(0)
+    return float(1.0 - err.sum() / z[half:].var(0).sum())
 
 
-def reward_error(run_dir: Path, sequences: int = 32, context: int = 5, horizon: int = 15) -> float:
-    """Mean |predicted - real| reward over ``horizon`` open-loop steps after ``context`` observed ones."""
+def reward_error(model, replay, sequences: int = 32, context: int = 5, horizon: int = 15) -> float:
+    """Mean |predicted - real| reward over ``horizon`` open-loop steps after ``context`` observed ones, on
+    sequences of the run's own replay."""
     import torch
 
-    from wm import checkpoint
-    from wm.data.replay import Replay
-    from wm.run import restore
+    from wm.data.replay import tree_map
 
-    plan, _, model = restore(run_dir)
-    saved = checkpoint.load(run_dir)["replay"]
-    replay = Replay(plan.run.replay.capacity, plan.env.num_envs, *plan.spaces, seed=0)
-    replay.load_state_dict(saved)
     batch = replay.sample_sequences(sequences, context + horizon)
     with torch.no_grad():
         obs = model.preprocess(batch["obs"])
         action = model.encode_action(batch["action"])
         first = batch["is_first"].float()
-        from wm.data.replay import tree_map
-
         post = model.observe(model.encoder(tree_map(lambda o: o[:, :context], obs)), action[:, :context],
                              first[:, :context])
         state = {k: v[:, -1] for k, v in post.items()}
@@ -128,16 +121,19 @@ def reward_error(run_dir: Path, sequences: int = 32, context: int = 5, horizon: 
 
 
 def analyse(task: str, variant: str, seed: int, rec: dict, episodes_per_ratio: int) -> dict:
-    run_dir = RUNS / run_name(task, variant) / f"seed{seed}"
+    """The run's final checkpoint, read once: returns at each miss ratio, the probe, the open-loop reward error."""
+    from wm.run import replay_from, restore_checkpoint
+
+    plan, agent, model, state = restore_checkpoint(RUNS / run_name(task, variant) / f"seed{seed}")
     ratios = MISS_RATIOS if variant.startswith("both") else (0.0,)
     out = {"seed": seed, "final": rec["final"], "curve": rec["curve"], "wall_seconds": rec["wall_seconds"],
            "cpu_seconds": rec.get("cpu_seconds"), "return_at_miss": {}}
     for r in ratios:
-        rets, feats, states = episodes(run_dir, r, episodes_per_ratio, seed)
+        rets, feats, states = episodes(plan, agent, model, r, episodes_per_ratio, seed)
         out["return_at_miss"][str(r)] = float(np.mean(rets))
         if r == 0.0:
             out["probe_r2"] = round(probe_r2(feats, states), 4)
-    out["reward_error_15"] = round(reward_error(run_dir), 4)
+    out["reward_error_15"] = round(reward_error(model, replay_from(plan, state)), 4)
     return out
 
 

@@ -69,7 +69,7 @@ PAIRS = {
 
 
 def sb3_seed(algo: str, pair: Pair, seed: int) -> dict:
-    out_dir = RUNS / ("peers_sb3_dqn" if algo == "dqn" else f"{pair.runs}_sb3") / f"seed{seed}"
+    out_dir = RUNS / f"{pair.runs}_sb3" / f"seed{seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "result.json"
     if not out.exists():

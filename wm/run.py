@@ -140,6 +140,21 @@ def build_loop(plan: Plan, logger: Logger) -> Any:
 def restore(run_dir: Path) -> tuple[Plan, Any, Any]:
     """A run's online parts as its latest checkpoint left them: (plan, agent, model), for tools that act with a
     trained policy (dataset rollouts, videos). The config is recomposed from the run's own overrides."""
+    plan, agent, model, _ = restore_checkpoint(run_dir)
+    return plan, agent, model
+
+
+def replay_from(plan: Plan, state: dict[str, Any]) -> Any:
+    """The replay a run checkpointed (``state`` from ``restore_checkpoint``), to sample its own training data."""
+    from wm.data.replay import Replay
+
+    replay = Replay(plan.run.replay.capacity, plan.env.num_envs, *plan.spaces, seed=plan.run.seed)
+    replay.load_state_dict(state["replay"])
+    return replay
+
+
+def restore_checkpoint(run_dir: Path) -> tuple[Plan, Any, Any, dict[str, Any]]:
+    """``restore`` and the whole checkpoint it read (replay, step, ...), from one read of the file."""
     import tempfile
 
     from hydra import compose, initialize_config_dir
@@ -161,4 +176,4 @@ def restore(run_dir: Path) -> tuple[Plan, Any, Any]:
     agent.load_state_dict(state["agent"])
     if model is not None:
         model.load_state_dict(state["model"])
-    return plan, agent, model
+    return plan, agent, model, state

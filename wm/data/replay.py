@@ -36,6 +36,15 @@ def tree_map(fn, x):
     return {k: tree_map(fn, v) for k, v in x.items()} if isinstance(x, dict) else fn(x)
 
 
+def _assign(dst, index, src) -> None:
+    """dst[index] = src, for an array or a (nested) dict of them with the same keys."""
+    if isinstance(dst, dict):
+        for k, v in dst.items():
+            _assign(v, index, src[k])
+    else:
+        dst[index] = src
+
+
 def where_rows(mask: np.ndarray, new, old):
     """Per env (the first axis): ``new`` where ``mask`` is set, else ``old``; arrays or dicts of them."""
     if isinstance(new, dict):
@@ -75,11 +84,7 @@ class Replay:
         env_ids = np.asarray(env_ids, np.int64)
         pos = self.count[env_ids] % self.size
         for key in self.FIELDS:
-            if key == "obs" and isinstance(self.data[key], dict):
-                for k, v in self.data[key].items():
-                    v[env_ids, pos] = row[key][k]
-            else:
-                self.data[key][env_ids, pos] = row[key]
+            _assign(self.data[key], (env_ids, pos), row[key])
         self.count[env_ids] += 1
         if not np.any(row["is_first"]):
             self._last_step = env_ids
@@ -179,15 +184,9 @@ class Replay:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        def put(dst, src):
-            if isinstance(dst, dict):
-                for k in dst:
-                    put(dst[k], src[k])
-            else:
-                dst[:, : src.shape[1]] = src
-
+        filled = state["data"]["is_first"].shape[1]
         for key, value in state["data"].items():
-            put(self.data[key], value)
+            _assign(self.data[key], (slice(None), slice(0, filled)), value)
         self.count[:] = state["count"]
         self.rng.bit_generator.state = state["rng"]
         self._last_step = state["last_step"]
