@@ -75,6 +75,23 @@ def test_dt_sees_no_future_and_no_padding(data):
         assert torch.allclose(short, garbage, atol=1e-4)
 
 
+def test_dt_lr_warms_up_then_decays_to_zero(data):
+    """Linear warm-up over ``warmup`` steps times a half cosine over ``lr_decay_steps``, held at 0 after it."""
+    import dataclasses
+    import math
+
+    dt = DecisionTransformer(dataclasses.replace(TINY_DT, warmup=10, lr_decay_steps=100), data)
+    lrs = []
+    for _ in range(120):
+        lrs.append(dt.sched.get_last_lr()[0])
+        dt.opt.step()
+        dt.sched.step()
+    assert lrs[0] == pytest.approx(1e-3 * 0.1)
+    assert lrs[50] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lrs[100] == 0.0 and lrs[119] == 0.0
+    assert max(lrs) <= 1e-3 and lrs.index(max(lrs)) == 9  # the peak: where the warm-up ends
+
+
 @pytest.mark.parametrize("agent", ["bc", "dt"])
 def test_tiny_learning_check(data, agent):
     """From the scripted dataset (mean return 262, random 22): BC on the best third of it and DT conditioned on

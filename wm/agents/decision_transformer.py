@@ -21,6 +21,7 @@ from torch import nn
 
 from wm.agents.offline import OfflineAgent
 from wm.config import param
+from wm.core.schedule import cosine_lr
 from wm.core.nets import SavesOptimizers
 
 
@@ -44,6 +45,7 @@ class DecisionTransformer(SavesOptimizers, OfflineAgent):
         lr: float = param(1e-4, gt=0)
         weight_decay: float = param(1e-4, ge=0)
         warmup: int = param(10000, ge=0)  # linear learning-rate warm-up steps
+        lr_decay_steps: int = param(0, ge=0)  # cosine decay of lr to 0 over this many steps (0 = constant lr)
         batch: int = param(64, gt=0)
         grad_clip: float = param(0.25, gt=0)
         rtg_scale: float = param(1000.0, gt=0)  # returns to go are divided by this
@@ -73,7 +75,8 @@ class DecisionTransformer(SavesOptimizers, OfflineAgent):
         self.target = c.targets[0]
         self.to(self.device)
         self.opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup)))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup)) * cosine_lr(1.0, s, c.lr_decay_steps))
         # the dataset as flat arrays with each step's episode and timestep (windows never cross episodes)
         eps = data.episodes
         self.obs = np.concatenate([ep["observations"][:-1] for ep in eps]).reshape(-1, self.obs_dim).astype(np.float32)
