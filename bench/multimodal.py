@@ -1,7 +1,8 @@
 """Multimodal Dreamer on DeepMind Control (issue 20): image only, joints only, both, and both trained with modality
 gaps, at the same env steps, on two tasks.
 
-    WM_BENCH_LOCK=0 python -m bench.multimodal [--tasks cartpole_balance reacher_easy] [--seeds 0 1] [--steps 10000] [--parallel 2]
+    WM_BENCH_LOCK=0 python -m bench.multimodal [--tasks cartpole_balance reacher_easy] [--seeds 0 1] [--steps 10000]
+        [--parallel 2]
         -> bench/results/multimodal_dmc.json + multimodal_dmc_<task>.png
 
 Every run is ``experiment=dreamer_dmc`` plus its variant (one torch thread; completed runs are reused, a stopped one

@@ -21,8 +21,8 @@ from torch import nn
 
 from wm.agents.offline import OfflineAgent
 from wm.config import param
-from wm.core.schedule import cosine_lr
 from wm.core.nets import SavesOptimizers
+from wm.core.schedule import cosine_lr
 
 
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:
