@@ -7,8 +7,9 @@
 Each run is ``experiment=dreamer_dmc`` with the task's full feature vector (the default observation), action
 repeat 2, so 100k env frames are 50k agent steps; one torch thread per run. The train ratio is the preset's, an
 eighth of DreamerV3's (replayed steps per agent step: 16 sequences x 32 steps every 8 agent steps = 64, vs 512):
-what a CPU affords. Completed
-runs are reused and a stopped one resumes, so the study can span sessions.
+what a CPU affords. A run's final return is the mean of its last 3 evaluations (80k-100k frames; the last one
+alone is kept as ``last_eval``). Completed runs are reused and a stopped one resumes, so the study can span
+sessions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.common import iqm_interval, plot_curves, spread, train_seed, write_results
+from wm.report import final_of
 
 NAME = "dreamer_dmc_proprio"
 # DreamerV3 (Hafner et al. 2023), DMC proprio at 100k env steps, from the dreamerv3 repository's score files as
@@ -40,6 +42,7 @@ def main() -> None:
         task, seed = j
         rec = train_seed(f"{NAME}_{task}", ["experiment=dreamer_dmc", f"env.id={TASKS[task][0]}", *overrides],
                          seed, None, reuse=True, lock=args.parallel == 1, resume=True)
+        rec["last_eval"], rec["final"] = rec["final"], final_of([v for _, v in rec["curve"]], 3)
         return task, rec
 
     with ThreadPoolExecutor(args.parallel) as pool:
