@@ -123,6 +123,14 @@ def _record(run_dir: Path, seed: int, metric: str, threshold: float | None, wall
     }
 
 
+def final_over_last(rec: dict[str, Any], k: int = 3) -> dict[str, Any]:
+    """A train_seed record scored by the mean of its last ``k`` evaluations (wm.report.final_of, issue 24's final
+    performance) instead of its last one, which is kept as ``last_eval``."""
+    from wm.report import final_of
+
+    return {**rec, "last_eval": rec["final"], "final": final_of([v for _, v in rec["curve"]], k)}
+
+
 def _completed_with(run_dir: Path, overrides: list[str]) -> bool:
     """A completed run dir made by the same command line (Hydra's overrides.yaml)."""
     import yaml

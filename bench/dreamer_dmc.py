@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.common import iqm_interval, plot_curves, spread, train_seed, write_results
-from wm.report import final_of
+from bench.common import final_over_last, iqm_interval, plot_curves, spread, train_seed, write_results
 
 NAME = "dreamer_dmc_proprio"
 # DreamerV3 (Hafner et al. 2023), DMC proprio at 100k env steps, from the dreamerv3 repository's score files as
@@ -35,15 +34,14 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=1, help="runs at a time (one torch thread each)")
     args = p.parse_args()
     steps = args.frames // 2
-    overrides = [f"total_steps={steps}", "eval.every=5000", "eval.episodes=10", "eval.envs=5",
-                 "checkpoint.every=5000", "device.threads=1"]
+    budget = [f"total_steps={steps}", "eval.every=5000", "eval.episodes=10", "eval.envs=5",
+               "checkpoint.every=5000", "device.threads=1"]
 
     def job(j):
         task, seed = j
-        rec = train_seed(f"{NAME}_{task}", ["experiment=dreamer_dmc", f"env.id={TASKS[task][0]}", *overrides],
-                         seed, None, reuse=True, lock=args.parallel == 1, resume=True)
-        rec["last_eval"], rec["final"] = rec["final"], final_of([v for _, v in rec["curve"]], 3)
-        return task, rec
+        run = ["experiment=dreamer_dmc", f"env.id={TASKS[task][0]}", *budget]
+        rec = train_seed(f"{NAME}_{task}", run, seed, None, reuse=True, lock=args.parallel == 1, resume=True)
+        return task, final_over_last(rec)
 
     with ThreadPoolExecutor(args.parallel) as pool:
         done = list(pool.map(job, [(t, s) for s in args.seeds for t in args.tasks]))
@@ -57,7 +55,7 @@ def main() -> None:
         "command": f"WM_BENCH_LOCK=0 python -m bench.dreamer_dmc --tasks {' '.join(args.tasks)} "
                    f"--seeds {' '.join(map(str, args.seeds))} --frames {args.frames} --parallel {args.parallel}",
         "budget": {"env_frames": args.frames, "agent_steps": steps, "preset": "experiment=dreamer_dmc",
-                   "overrides": overrides, "replay_ratio": "64 replayed steps per agent step (DreamerV3: 512)",
+                   "overrides": budget, "replay_ratio": "64 replayed steps per agent step (DreamerV3: 512)",
                    "parallel": args.parallel},
         "tasks": {t: v[0] for t, v in TASKS.items()}, "summary": summary, "runs": runs})
     print(f"wrote {path}")

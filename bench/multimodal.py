@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from bench.common import RUNS, plot_curves, spread, train_seed, write_results
+from bench.common import RUNS, final_over_last, plot_curves, spread, train_seed, write_results
 
 NAME = "multimodal_dmc"
 # learnable within a CPU budget (10k agent steps, 20k frames): cartpole-balance starts upright with a dense reward
@@ -127,8 +127,8 @@ def analyse(task: str, variant: str, seed: int, rec: dict, episodes_per_ratio: i
 
     plan, agent, model, state = restore_checkpoint(RUNS / run_name(task, variant) / f"seed{seed}")
     ratios = MISS_RATIOS if variant.startswith("both") else (0.0,)
-    out = {"seed": seed, "final": rec["final"], "curve": rec["curve"], "wall_seconds": rec["wall_seconds"],
-           "cpu_seconds": rec.get("cpu_seconds"), "return_at_miss": {}}
+    out = {"seed": seed, "final": rec["final"], "last_eval": rec["last_eval"], "curve": rec["curve"],
+           "wall_seconds": rec["wall_seconds"], "cpu_seconds": rec.get("cpu_seconds"), "return_at_miss": {}}
     for r in ratios:
         rets, feats, states = episodes(plan, agent, model, r, episodes_per_ratio, seed)
         out["return_at_miss"][str(r)] = float(np.mean(rets))
@@ -155,7 +155,7 @@ def main() -> None:
         rec = train_seed(run_name(task, variant), ["experiment=dreamer_dmc", f"env.id={TASKS[task]}",
                                                    *VARIANTS[variant], *budget], seed, None, reuse=True,
                          lock=args.parallel == 1, resume=True)
-        return task, variant, analyse(task, variant, seed, rec, args.episodes)
+        return task, variant, analyse(task, variant, seed, final_over_last(rec), args.episodes)
 
     with ThreadPoolExecutor(args.parallel) as pool:
         done = list(pool.map(job, jobs))
