@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -122,20 +123,25 @@ def reward_error(model, replay, sequences: int = 32, context: int = 5, horizon: 
 
 
 def analyse(task: str, variant: str, seed: int, rec: dict, episodes_per_ratio: int) -> dict:
-    """The run's final checkpoint, read once: returns at each miss ratio, the probe, the open-loop reward error."""
+    """The run's final checkpoint, read once: returns at each miss ratio, the probe, the open-loop reward error.
+    Kept beside the run (seed<S>.analysis.json), so a study that stops and starts again does not redo it."""
     from wm.run import replay_from, restore_checkpoint
 
-    plan, agent, model, state = restore_checkpoint(RUNS / run_name(task, variant) / f"seed{seed}")
-    ratios = MISS_RATIOS if variant.startswith("both") else (0.0,)
-    out = {"seed": seed, "final": rec["final"], "last_eval": rec["last_eval"], "curve": rec["curve"],
-           "wall_seconds": rec["wall_seconds"], "cpu_seconds": rec.get("cpu_seconds"), "return_at_miss": {}}
-    for r in ratios:
-        rets, feats, states = episodes(plan, agent, model, r, episodes_per_ratio, seed)
-        out["return_at_miss"][str(r)] = float(np.mean(rets))
-        if r == 0.0:
-            out["probe_r2"] = round(probe_r2(feats, states), 4)
-    out["reward_error_15"] = round(reward_error(model, replay_from(plan, state)), 4)
-    return out
+    run_dir = RUNS / run_name(task, variant) / f"seed{seed}"
+    cache = run_dir.parent / f"seed{seed}.analysis.json"
+    out = json.loads(cache.read_text()) if cache.exists() else {}
+    if out.get("episodes") != episodes_per_ratio or not rec["reused_run_dir"]:
+        plan, agent, model, state = restore_checkpoint(run_dir)
+        out = {"episodes": episodes_per_ratio, "return_at_miss": {}}
+        for r in MISS_RATIOS if variant.startswith("both") else (0.0,):
+            rets, feats, states = episodes(plan, agent, model, r, episodes_per_ratio, seed)
+            out["return_at_miss"][str(r)] = float(np.mean(rets))
+            if r == 0.0:
+                out["probe_r2"] = round(probe_r2(feats, states), 4)
+        out["reward_error_15"] = round(reward_error(model, replay_from(plan, state)), 4)
+        cache.write_text(json.dumps(out) + "\n")
+    return {"seed": seed, "final": rec["final"], "last_eval": rec["last_eval"], "curve": rec["curve"],
+            "wall_seconds": rec["wall_seconds"], "cpu_seconds": rec.get("cpu_seconds"), **out}
 
 
 def main() -> None:
