@@ -1,16 +1,21 @@
-"""CartPole-v1 offline datasets following the D4RL recipe, made by one command and cached (issue 18).
+"""Offline datasets following the D4RL recipe, made by one command and cached (issue 18): CartPole-v1 from DQN,
+Hopper-v5 from SAC.
 
-    python -m bench.offline_data                 # -> outputs/datasets/wm/cartpole-*-v0 + results/offline_datasets_cartpole.json
-    python -m bench.offline_data --root DIR      # another datasets root (MINARI_DATASETS_PATH for the runs)
+    python -m bench.offline_data [--task cartpole]   # -> outputs/datasets/wm/cartpole-*-v0 + results/offline_datasets_cartpole.json
+    python -m bench.offline_data --task hopper       # -> outputs/datasets/wm/hopper-*-v0 + results/offline_datasets_hopper.json
+    python -m bench.offline_data --root DIR          # another datasets root (MINARI_DATASETS_PATH for the runs)
 
-- expert: 50,000 greedy steps of a DQN trained to the end of `experiment=dqn_cartpole` (50k env steps);
-- medium: 50,000 greedy steps of a DQN of the same preset stopped at its first evaluation >= 170 (a third of
-  the expert's 500; D4RL's medium is a policy at about a third to a half of expert);
+- expert: greedy steps of a policy trained to the end of its preset (CartPole: `experiment=dqn_cartpole`, 50k env
+  steps; Hopper: `experiment=sac_hopper`, SAC for 300k env steps);
+- medium: greedy steps of the same preset stopped at its first evaluation at a third of the expert's return
+  (D4RL's medium is a policy at about a third to a half of expert): CartPole 170 of 500, Hopper a third of what
+  the expert run reached;
 - medium-replay: that medium run's whole replay (every episode it collected up to the stop);
 - medium-expert: medium and expert together (50/50).
 Reference returns for normalised scores: random = mean of 100 uniformly random episodes, expert = the expert
 dataset's mean return. Datasets already in the root are kept (delete them to remake); the training runs are
-reused when complete (bench.common.train_seed with reuse).
+reused when complete and resume when stopped (bench.common.train_seed), so the Hopper expert (about an hour of
+one core) can span sessions.
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ import numpy as np
 
 from bench.common import ROOT, RUNS, read_run, train_seed, write_results
 
-STEPS = 50_000
-MEDIUM_STOP = 170.0
+# per task: env id, preset, dataset steps per policy, the medium stop (None: a third of the expert's final eval),
+# the medium run's eval cadence (fine enough to stop near the target), the learner's name
+TASKS = {
+    "cartpole": {"env": "CartPole-v1", "preset": "experiment=dqn_cartpole", "steps": 50_000, "medium_stop": 170.0,
+                 "medium_every": 1000, "learner": "DQN"},
+    "hopper": {"env": "Hopper-v5", "preset": "experiment=sac_hopper", "steps": 200_000, "medium_stop": None,
+               "medium_every": 5000, "learner": "SAC"},
+}
 
 
-def random_return(episodes: int = 100) -> float:
-    env = gym.make("CartPole-v1")
+def random_return(env_id: str, episodes: int = 100) -> float:
+    env = gym.make(env_id)
     env.action_space.seed(0)
     total = []
     for k in range(episodes):
@@ -63,28 +74,33 @@ def main() -> None:
     from wm.data import offline
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=list(TASKS), default="cartpole")
     p.add_argument("--root", type=Path, default=ROOT / "outputs" / "datasets")
     args = p.parse_args()
-    expert_rec = train_seed("offline_cartpole_expert", ["experiment=dqn_cartpole"], 0, 475.0, reuse=True)
-    medium_rec = train_seed("offline_cartpole_medium", ["experiment=dqn_cartpole", "eval.every=1000",
-                                                        f"eval.stop_at={MEDIUM_STOP}"], 0, MEDIUM_STOP, reuse=True)
-    expert_dir, medium_dir = RUNS / "offline_cartpole_expert" / "seed0", RUNS / "offline_cartpole_medium" / "seed0"
-    expert = policy_episodes(expert_dir, STEPS, seed=1)
-    medium = policy_episodes(medium_dir, STEPS, seed=2)
+    task = TASKS[args.task]
+    expert_rec = train_seed(f"offline_{args.task}_expert", [task["preset"]], 0, None, reuse=True, resume=True)
+    expert_dir, medium_dir = (RUNS / f"offline_{args.task}_{k}" / "seed0" for k in ("expert", "medium"))
+    stop = task["medium_stop"] or round(read_run(expert_dir)["summary"]["eval/return_mean"] / 3)
+    medium_rec = train_seed(f"offline_{args.task}_medium", [task["preset"], f"eval.every={task['medium_every']}",
+                                                            f"eval.stop_at={stop}"], 0, stop, reuse=True, resume=True)
+    expert = policy_episodes(expert_dir, task["steps"], seed=1)
+    medium = policy_episodes(medium_dir, task["steps"], seed=2)
     rep = checkpoint.load(medium_dir)["replay"]
     replay = offline.episodes_from_rows(rep["data"], rep["count"], rep["data"]["obs"].shape[1])
-    ref_min, ref_max = random_return(), stats(expert)["return_mean"]
-    env = gym.make("CartPole-v1")
+    ref_min, ref_max = random_return(task["env"]), stats(expert)["return_mean"]
+    env = gym.make(task["env"])
+    learner = f"greedy {task['learner']}"
     made = {}
-    for name, eps, source in (("expert", expert, f"greedy DQN {expert_dir.relative_to(ROOT)}"),
-                              ("medium", medium, f"greedy DQN {medium_dir.relative_to(ROOT)}"),
+    for name, eps, source in (("expert", expert, f"{learner} {expert_dir.relative_to(ROOT)}"),
+                              ("medium", medium, f"{learner} {medium_dir.relative_to(ROOT)}"),
                               ("medium-replay", replay, f"the replay of {medium_dir.relative_to(ROOT)}"),
                               ("medium-expert", medium + expert, "medium + expert")):
-        dataset_id = f"wm/cartpole-{name}-v0"
+        dataset_id = f"wm/{args.task}-{name}-v0"
         if not (args.root / dataset_id).exists():
-            offline.write(dataset_id, eps, env="CartPole-v1", observation_space=env.observation_space,
-                          action_space=env.action_space, root=args.root, algorithm="wm dqn (bench.offline_data)",
-                          description=f"CartPole-v1 {name} (D4RL recipe): {source}", ref_min_score=ref_min,
+            offline.write(dataset_id, eps, env=task["env"], observation_space=env.observation_space,
+                          action_space=env.action_space, root=args.root,
+                          algorithm=f"wm {task['learner'].lower()} (bench.offline_data)",
+                          description=f"{task['env']} {name} (D4RL recipe): {source}", ref_min_score=ref_min,
                           ref_max_score=ref_max)
         data = offline.episodes(offline.load(args.root / dataset_id))
         made[name] = {"id": dataset_id, "source": source, **stats(data)}
@@ -92,9 +108,10 @@ def main() -> None:
     runs = {name: {"final_eval": read_run(d)["summary"].get("eval/return_mean"), "steps": read_run(d)["summary"]["steps"],
                    "cpu_seconds": rec.get("cpu_seconds")}
             for name, d, rec in (("expert", expert_dir, expert_rec), ("medium", medium_dir, medium_rec))}
-    path = write_results("offline_datasets_cartpole", {
-        "command": "python -m bench.offline_data", "root": str(args.root), "ref_min_score": round(ref_min, 2),
-        "ref_max_score": ref_max, "policies": runs, "datasets": made})
+    path = write_results(f"offline_datasets_{args.task}", {
+        "command": f"python -m bench.offline_data --task {args.task}", "root": str(args.root),
+        "medium_stop": stop, "ref_min_score": round(ref_min, 2), "ref_max_score": ref_max, "policies": runs,
+        "datasets": made})
     print(f"wrote {path}")
 
 
