@@ -173,7 +173,7 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
 
 
 def plot_curves(name: str, groups: dict[str, list[dict]], threshold: float | None = None,
-                ylabel: str = "eval return (mean of episodes)") -> Path:
+                ylabel: str = "eval return (mean of episodes)", xlabel: str = "env steps") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,7 +186,7 @@ def plot_curves(name: str, groups: dict[str, list[dict]], threshold: float | Non
             ax.plot(xs, ys, color=f"C{i}", alpha=0.8, lw=1.2, label=label if j == 0 else None)
     if threshold is not None:
         ax.axhline(threshold, color="gray", ls="--", lw=1)
-    ax.set_xlabel("env steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -50,7 +50,7 @@ def main() -> None:
                    "dreamerv3_100k": TASKS[t][1],
                    "cpu_seconds": spread([r.get("cpu_seconds") for r in rs]),
                    "wall_seconds": spread([r["wall_seconds"] for r in rs])} for t, rs in runs.items()}
-    plot_curves(NAME, runs)
+    plot_curves(NAME, runs, xlabel="agent steps (x2 env frames)")
     path = write_results(NAME, {
         "command": f"WM_BENCH_LOCK=0 python -m bench.dreamer_dmc --tasks {' '.join(args.tasks)} "
                    f"--seeds {' '.join(map(str, args.seeds))} --frames {args.frames} --parallel {args.parallel}",

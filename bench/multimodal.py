@@ -174,7 +174,7 @@ def main() -> None:
                        "wall_seconds": spread([r["wall_seconds"] for r in rs])}
                    for v, rs in vs.items()} for t, vs in results.items()}
     for task, variants in results.items():
-        plot_curves(f"{NAME}_{task}", {v: rs for v, rs in variants.items()})
+        plot_curves(f"{NAME}_{task}", dict(variants), xlabel="agent steps (x2 env frames)")
     path = write_results(NAME, {
         "command": f"python -m bench.multimodal --tasks {' '.join(args.tasks)} --variants {' '.join(args.variants)} "
                    f"--seeds {' '.join(map(str, args.seeds))} --steps {args.steps} --episodes {args.episodes} "
