@@ -25,18 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, iqm_interval, read_run, save_figure, spread, train_seed, write_results
+from bench.common import ROOT, RUNS, iqm_interval, read_run, save_figure, spread, train_seed, write_results
 from wm import report
 
 DATASETS = ("expert", "medium", "medium-replay", "medium-expert")
 TARGET_SHARES = (1.0, 0.6, 0.2)  # DT's evaluation targets, as shares of the expert dataset's return
-TASKS = {  # per task: datasets, optimizer steps, evaluation cadence, DT's settings
+TASKS = {  # per task: datasets, optimizer steps, evaluation cadence, DT's settings ({steps}: the run's)
     "cartpole": {"datasets": DATASETS, "steps": 6000, "every": 1000,
                  "dt": ["agent.rtg_scale=500", "agent.context=5", "agent.lr=6e-4", "agent.warmup=200",
-                        "agent.lr_decay_steps=6000", "agent.max_timestep=500"]},
+                        "agent.lr_decay_steps={steps}", "agent.max_timestep=500"]},
     "hopper": {"datasets": ("medium", "medium-replay"), "steps": 10_000, "every": 2000,
                "dt": ["agent.rtg_scale=1000", "agent.context=20", "agent.lr=6e-4", "agent.warmup=1000",
-                      "agent.lr_decay_steps=10000", "agent.max_timestep=1000"]},
+                      "agent.lr_decay_steps={steps}", "agent.max_timestep=1000"]},
 }
 AGENTS = ("BC", "10%-BC", "DT")
 
@@ -54,7 +54,8 @@ def targets(root: Path, task: str) -> list[int]:
 def overrides(root: Path, task: str, dataset: str, agent: str) -> list[str]:
     spec = TASKS[task]
     agent_args = {"BC": ["agent=bc"], "10%-BC": ["agent=bc", "agent.top=0.1"],
-                  "DT": ["agent=decision_transformer", "agent.embed=64", "agent.layers=2", *spec["dt"],
+                  "DT": ["agent=decision_transformer", "agent.embed=64", "agent.layers=2",
+                         *(o.format(steps=spec["steps"]) for o in spec["dt"]),
                          f"agent.targets=[{','.join(map(str, targets(root, task)))}]"]}[agent]
     budget = [f"total_steps={spec['steps']}", f"eval.every={spec['every']}", "eval.episodes=10", "eval.envs=10",
               f"checkpoint.every={spec['steps']}", f"log_every={spec['every'] // 2}"]
@@ -65,7 +66,7 @@ def job(root: Path, task: str, dataset: str, agent: str, seed: int) -> dict:
     name = f"offline_{task}_{dataset}_{agent.replace('%', 'pct').lower()}"
     rec = train_seed(name, overrides(root, task, dataset, agent), seed, None, metric="eval/normalized_score",
                      reuse=True, lock=False, resume=True)
-    rows = read_run(ROOT / "outputs" / "bench" / name / f"seed{seed}")["rows"]
+    rows = read_run(RUNS / name / f"seed{seed}")["rows"]
     evals = [r for r in rows if "eval/normalized_score" in r]
     out = {"dataset": dataset, "agent": agent, "seed": seed,
            "score": round(report.final_of([r["eval/normalized_score"] for r in evals], 3), 2),

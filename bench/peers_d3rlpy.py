@@ -30,6 +30,7 @@ import numpy as np
 from bench import offline
 from bench.causal_pc import peer_python
 from bench.common import ROOT, RUNS, iqm_interval, save_figure, spread, write_results
+from wm import report
 
 # gymnasium's MuJoCo extra at d3rlpy's gymnasium, mujoco pinned as in the project (dm-control needs < 4)
 PACKAGES = ["d3rlpy==2.8.1", "torch==2.13.0", "h5py", "gymnasium[mujoco]==1.0.0", "mujoco>=3.17,<4"]
@@ -53,8 +54,7 @@ def peer_run(root: Path, task: str, dataset: str, algo: str, seed: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"d3rlpy {algo} on {task} {dataset} seed {seed} failed:\n{err[-3000:]}")
     rec = json.loads(out.read_text())
-    scores = [s for _, _, s in rec["curve"]]
-    return {"score": round(float(np.mean(scores[-3:])), 2), "curve": rec["curve"],
+    return {"score": round(report.final_of([s for _, _, s in rec["curve"]], 3), 2), "curve": rec["curve"],
             "train_cpu_seconds": rec["train_cpu_seconds"], "wall_seconds": rec["wall_seconds"]}
 
 
