@@ -82,7 +82,8 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     if reuse and _completed_with(run_dir, cmd[2:]):
         saved = json.loads(record.read_text()) if record.exists() else {}
         wall = saved.get("wall_seconds", read_run(run_dir)["summary"]["wall_seconds"])
-        timing = {k: saved.get(k) for k in ("cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end", "resumed")}
+        timing = {k: saved.get(k) for k in ("cpu", "cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end",
+                                            "resumed")}
         print(f"{name} seed {seed}: reused {run_dir}", flush=True)
         return _record(run_dir, seed, metric, threshold, wall, timing, reused=True)
     resumed = resume and (run_dir / "checkpoints" / "latest.pt").exists()
@@ -100,7 +101,7 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
         wall = time.time() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{name} seed {seed} failed:\n{log.read_text()[-3000:]}")
-    timing = {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),  # robust to other load
+    timing = {"cpu": machine()["cpu"], "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),  # robust to load
               "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2), "resumed": resumed}
     rec = _record(run_dir, seed, metric, threshold, wall, timing, reused=False)
     record.write_text(json.dumps({"wall_seconds": rec["wall_seconds"], **timing, "overrides": cmd[2:]}) + "\n")

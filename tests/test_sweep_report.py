@@ -120,3 +120,33 @@ def test_rliable_intervals_profiles_and_probability_of_improvement(tmp_path):
     md = (out / "report.md").read_text()
     assert "stratified-bootstrap" in md and "| `agent=good` | `agent=bad` | 1.00 [1.00, 1.00] |" in md
     assert report.main([str(tmp_path), "--out", str(out), "--pairs", "agent=good:nope"]) == 2
+
+
+def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_path, monkeypatch, capsys):
+    """bench.ablations: the sweep's grid as single runs (sweep=<name> hydra.mode=RUN), a results file with each
+    run's CPU time, the report with its notes and each variant against the baseline; run again, it trains nothing."""
+    from bench import ablations, common
+
+    monkeypatch.setenv("WM_BENCH_LOCK", "0")
+    for mod, attr, path in ((common, "RUNS", tmp_path / "runs"), (ablations, "RUNS", tmp_path / "runs"),
+                            (common, "RESULTS", tmp_path / "results"), (ablations, "REPORTS", tmp_path / "reports")):
+        monkeypatch.setattr(mod, attr, path)
+    assert ablations.grid("smoke") == ([{"agent.double": "true"}, {"agent.double": "false"}], [0, 1])
+    (tmp_path / "reports" / "smoke").mkdir(parents=True)
+    (tmp_path / "reports" / "smoke" / "findings.md").write_text("Double Q changes nothing at 600 steps.\n")
+    argv = ["smoke", "--seeds", "0", "--baseline", "agent.double=true"]
+    ablations.main(argv)
+    assert capsys.readouterr().out.count("reused") == 0
+    for variant in ("double-true", "double-false"):
+        overrides = (tmp_path / "runs" / "smoke" / variant / "seed0" / ".hydra" / "overrides.yaml").read_text()
+        assert "sweep=smoke" in overrides and f"agent.double={variant.split('-')[1]}" in overrides
+    results = json.loads((tmp_path / "results" / "ablation_smoke.json").read_text())
+    assert results["runs"] == 2 and set(results["variants"]) == {"double-true", "double-false"}
+    assert all(r["cpu_seconds"] > 0 and r["cpu"] for v in results["variants"].values() for r in v["seeds"])
+    text = (tmp_path / "reports" / "smoke" / "report.md").read_text()
+    assert "| `agent.double=false` | 1 (1) |" in text and "Double Q changes nothing" in text
+    assert "python -m bench.ablations smoke --seeds 0" in text and "| `agent.double=false` | `agent.double=true` |" in text
+    ablations.main(argv)
+    assert capsys.readouterr().out.count("reused") == 2
+    with pytest.raises(SystemExit, match="agent.double=true, agent.double=false"):
+        ablations.main(["smoke", "--baseline", "agent.double=maybe"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections import defaultdict
@@ -292,11 +293,14 @@ def fmt(x: float | None, ndigits: int = 1) -> str:
 
 
 def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float | None, sources: list[Path],
-             budget: int | None = None, last: int = 3, better: list[dict] | None = None) -> str:
+             budget: int | None = None, last: int = 3, better: list[dict] | None = None,
+             notes: list[str] = ()) -> str:
     at = f" at {budget:,} env steps (every run cut at this budget)" if budget is not None else ""
     stays = (f" Stays: the median share of a run's evaluations after its first at {threshold:g} that stay "
              f"within 5% of it.") if threshold is not None else ""
-    lines = ["# Comparison report", "", f"Runs from: {', '.join(str(s) for s in sources)}  ",
+    where = (', '.join(str(s) for s in sources) if len(sources) <= 3
+             else f"{len(sources)} run dirs under {os.path.commonpath([str(s) for s in sources])}")
+    lines = ["# Comparison report", "", f"Runs from: {where}  ",
              (f"Metric: `{metric}`, final performance per run: the mean of its last {last} evaluations{at}, "
               f"aggregated over seeds with rliable: IQM, mean{' and optimality gap' if threshold is not None else ''} "
               f"with 95% stratified-bootstrap intervals ({REPS} resamples).{stays}"), "",
@@ -318,6 +322,8 @@ def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float |
         else:
             cells += ["-"] * (len(head) - 2)
         lines.append("| " + " | ".join(cells) + " |")
+    for note in notes:
+        lines += ["", note.strip()]
     if better:
         lines += ["", "## Probability of improvement", "",
                   ("P(X > Y): the chance that a run of X ends above a run of Y (ties count half), with its 95% "
@@ -343,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", nargs="+", default=None, metavar="X:Y",
                    help="groups to compare by probability of improvement, as 'label X:label Y' "
                         "(default: every pair when there are at most 6 groups)")
+    p.add_argument("--notes", nargs="+", type=Path, default=[], metavar="MD",
+                   help="markdown files placed under the table (how the runs were made, what they show)")
     args = p.parse_args(argv)
-    missing = [str(x) for x in args.paths if not x.exists()]
+    missing = [str(x) for x in [*args.paths, *args.notes] if not x.exists()]
     if missing:
         print(f"error: no such path: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -369,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_final(table, args.metric, args.out)
     plot_profiles(table, args.metric, args.out)
     (args.out / "report.md").write_text(markdown(table, runs, args.metric, args.threshold, args.paths, args.budget,
-                                                 args.last, better))
+                                                 args.last, better, [n.read_text() for n in args.notes]))
     (args.out / "report.json").write_text(json.dumps({"groups": table, "improvement": better}, indent=2,
                                                      default=str) + "\n")
     print(f"wrote {args.out / 'report.md'} ({len(runs)} runs in {len(table)} groups)")
