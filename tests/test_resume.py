@@ -56,6 +56,21 @@ def test_resume_with_other_settings_is_refused(run_dir):
     assert (run_dir / "metrics.jsonl").read_text() == before  # nothing the run wrote is lost
 
 
+def test_a_run_saved_before_an_option_existed_resumes_while_the_option_keeps_its_default(run_dir):
+    """Code that gained a config key since the run started (its default keeps the old behaviour) resumes the
+    run; giving that key another value is a different run and is refused."""
+    assert train(run_dir, *TINY, "total_steps=600").returncode == 0
+    config = run_dir / "config.yaml"
+    lines = config.read_text().splitlines()
+    assert any(line.startswith("  lr: ") for line in lines)
+    config.write_text("\n".join(line for line in lines if not line.startswith("  lr: ")) + "\n")  # agent.lr "new"
+    proc = train(run_dir, *TINY, "agent.lr=0.1", "total_steps=800", "resume=true")
+    assert proc.returncode == 2 and "resume=true with different agent than the run" in proc.stderr
+    proc = train(run_dir, *TINY, "total_steps=800", "resume=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert summary(run_dir)["status"] == "completed" and summary(run_dir)["steps"] == 800
+
+
 def test_dyna_cartpole_resumes_exactly(tmp_path):
     """DQN with a learned Dyna model (the model was once saved inside the agent and could not be loaded):
     resuming from the checkpoint at ~600 ends exactly like the uninterrupted run."""

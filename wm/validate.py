@@ -250,10 +250,20 @@ def _check_resume(cfg: DictConfig, run_dir: Path) -> None:
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     now = OmegaConf.to_container(cfg, resolve=True)
     keys = ("seed", "env", "data", "model", "agent", "intrinsic", "replay")
-    changed = [k for k in keys if k in saved and saved[k] != now.get(k)]
+    changed = [k for k in keys if k in saved and saved[k] != _without_new_defaults(k, cfg, saved[k], now.get(k))]
     if changed:
         raise ConfigError(f"resume=true with different {', '.join(changed)} than the run in {run_dir} was started "
                           f"with; use the same overrides (see {run_dir / 'config.yaml'})")
+
+
+def _without_new_defaults(group: str, cfg: DictConfig, saved: Any, now: Any) -> Any:
+    """``now`` without the keys that a newer version of the code added since the run was saved and that still
+    hold their default (a new option's default keeps the old behaviour), so such runs still resume."""
+    schema = schema_of(group, cfg[group]) if group in SCHEMA_GROUPS and isinstance(now, dict) else None
+    if schema is None or not isinstance(saved, dict):
+        return now
+    defaults = _defaults(schema)
+    return {k: v for k, v in now.items() if k in saved or k not in defaults or v != defaults[k]}
 
 
 def _spaces(env_cfg: EnvConfig) -> tuple[gym.Space, gym.Space]:

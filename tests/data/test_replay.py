@@ -79,3 +79,39 @@ def test_all_transitions_returns_every_transition_once_and_skips_resets():
     # env 0 holds rows 3..6 (3 is a reset): 3->4, 4->5, 5->6; env 1 holds 13..16: three transitions
     assert pairs == [(3, 4), (4, 5), (5, 6), (13, 14), (14, 15), (15, 16)]
     assert (b["reward"].numpy() == b["next_obs"][:, 0].numpy()).all()
+
+
+def rare_terminals(replay: Replay, rows: int, ends: tuple[int, ...]) -> None:
+    """One env, obs = row number, one long episode with terminals only at the rows in ``ends``."""
+    for n in range(rows):
+        replay.add(np.arange(1), obs=np.array([[n]], float), action=np.zeros(1, np.int64), reward=np.ones(1),
+                   is_first=np.array([n == 0 or n - 1 in ends]), is_last=np.array([n in ends]),
+                   is_terminal=np.array([n in ends]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_terminal_share_puts_rare_terminals_into_that_share_of_the_windows(seed):
+    replay = Replay(600, 1, OBS, ACT, seed=seed)  # a ring of 600 rows holding the newest of 1,000
+    rare_terminals(replay, 1000, ends=(150, 420, 700, 998))  # 150 was overwritten
+    places = []
+    for _ in range(20):
+        s = replay.sample_sequences(16, 32, terminal_share=0.25)
+        obs = s["obs"][..., 0].long()
+        assert (obs[:, 1:] - obs[:, :-1] == 1).all() and obs.min() >= 400  # real windows of held rows
+        assert s["is_terminal"][:4].any(1).all()  # round(0.25 x 16) windows hold a terminal
+        assert set(obs[:4][s["is_terminal"][:4]].tolist()) <= {420, 700, 998}
+        places += s["is_terminal"][:4].float().argmax(1).tolist()
+    assert len(set(places)) > 10  # the terminal is not always at one place in its window
+    # the default draws exactly what it drew before the option existed (no extra random numbers)
+    a, b = Replay(600, 1, OBS, ACT, seed=seed), Replay(600, 1, OBS, ACT, seed=seed)
+    for r in (a, b):
+        rare_terminals(r, 1000, ends=(150, 420, 700, 998))
+    assert (a.sample_sequences(16, 32)["obs"] == b.sample_sequences(16, 32, terminal_share=0.0)["obs"]).all()
+    assert a.sample_sequences(512, 32)["is_terminal"].any(1).float().mean() < 0.22  # uniform: ~3 x 32 / 600
+
+
+def test_terminal_share_without_terminals_draws_uniformly():
+    replay = Replay(600, 1, OBS, ACT, seed=0)
+    rare_terminals(replay, 300, ends=())
+    s = replay.sample_sequences(16, 32, terminal_share=0.5)
+    assert s["obs"].shape == (16, 32, 1) and not s["is_terminal"].any()

@@ -167,10 +167,33 @@ class Replay:
         # the rows written by that step: a reset row added since (episode end) must not be used
         return self._transitions(self._last_step, self._last_rows)
 
-    def sample_sequences(self, batch_size: int, length: int) -> dict[str, torch.Tensor]:
+    def sample_sequences(self, batch_size: int, length: int, terminal_share: float = 0.0) -> dict[str, torch.Tensor]:
+        """``batch_size`` windows of ``length`` rows. ``terminal_share``: that share of them is drawn among the
+        windows that hold a terminal row (a terminal picked uniformly, at a uniform place in its window) while
+        the replay has one, so that terminals seen a handful of times still reach the model each update."""
         env, last = self._draw(batch_size, span=length)
+        n = round(terminal_share * batch_size)
+        if n:
+            ends = self._draw_terminal_windows(n, length)
+            if ends is not None:
+                env[:n], last[:n] = ends
         rows = (last[:, None] - length + 1 + np.arange(length)) % self.size
         return {key: self._tensor(self._take(key, env[:, None], rows)) for key in self.FIELDS}
+
+    def _draw_terminal_windows(self, n: int, length: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(env, absolute last row) of ``n`` windows each holding a terminal row, or None without terminals."""
+        held = np.minimum(self.count, self.size)
+        start = self.count - held  # the oldest absolute row each env still holds
+        envs, pos = np.nonzero(self.data["is_terminal"])
+        rows = start[envs] + (pos - start[envs]) % self.size  # ring position -> absolute row
+        ok = (pos < held[envs]) & (held[envs] >= length)
+        envs, rows = envs[ok], rows[ok]
+        if not len(rows):
+            return None
+        pick = self.rng.integers(len(rows), size=n)
+        env, row = envs[pick], rows[pick]
+        last = row + self.rng.integers(length, size=n)  # the terminal at a uniform place in the window
+        return env, np.clip(last, start[env] + length - 1, self.count[env] - 1)
 
     # ---- checkpoint -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -101,6 +101,9 @@ class RSSM(SavesOptimizers, WorldModel):
         grad_clip: float = param(1000.0, gt=0)
         video: bool = True  # pixel envs: open-loop video (real | imagined | error) after each evaluation
         terminal_weight: float = param(1.0, gt=0)  # continue loss weight of terminal rows (1: the papers)
+        # share of each batch's sequences drawn to hold a terminal row (0: uniform, as the papers): a terminal
+        # seen a handful of times (CartPole's cart leaving the track) then reaches the continue head every update
+        terminal_share: float = param(0.0, ge=0, le=1)
         # Dict observations (images + vectors): the keys encoded and the keys reconstructed ([]: every one), and
         # the reconstruction loss scale of image and of vector keys (DreamerV3: 1 each)
         encode_keys: list[str] = param([], free="observation keys, checked against the env's")
@@ -319,7 +322,7 @@ class RSSM(SavesOptimizers, WorldModel):
     def train_step(self, replay, step: int) -> dict[str, float]:
         """One world-model update on replay.sample_sequences(batch, length); keeps the posteriors for the agent."""
         try:
-            batch = replay.sample_sequences(self.cfg.batch, self.cfg.length)
+            batch = replay.sample_sequences(self.cfg.batch, self.cfg.length, self.cfg.terminal_share)
         except ValueError:  # no env has `length` rows yet (update.start too early): skip this update
             return {}
         loss, metrics, post = self.loss(batch)
