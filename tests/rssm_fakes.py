@@ -23,7 +23,7 @@ class FakeReplay:
     def __len__(self):
         return len(self.rows)
 
-    def sample_sequences(self, B: int, L: int) -> dict[str, torch.Tensor]:
+    def sample_sequences(self, B: int, L: int, terminal_share: float = 0.0) -> dict[str, torch.Tensor]:
         starts = self.rng.integers(0, len(self.rows) - L + 1, size=B)
         out = {}
         for k in ("obs", "action", "reward", "is_first", "is_last", "is_terminal"):
