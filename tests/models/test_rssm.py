@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rssm_fakes import FakeReplay, collect
 
 from wm.models import dists
+from wm.models.nets import NormGRUCell
 from wm.models.rssm import RSSM
 
 TINY = RSSM.Config(batch=4, length=8, deter=32, hidden=32, units=32, groups=4, classes=4, stoch=8, cnn_depth=4)
@@ -25,11 +26,11 @@ def cartpole_replay(steps=300, seed=0):
     return env, rep
 
 
-@pytest.mark.parametrize("latent", ["categorical", "gaussian"])
-def test_shapes_and_losses(latent):
+@pytest.mark.parametrize(("latent", "gru"), [("categorical", "torch"), ("gaussian", "torch"), ("categorical", "norm")])
+def test_shapes_and_losses(latent, gru):
     torch.manual_seed(0)
     env, rep = cartpole_replay()
-    m = RSSM(replace(TINY, latent=latent), env.observation_space, env.action_space)
+    m = RSSM(replace(TINY, latent=latent, gru=gru), env.observation_space, env.action_space)
     batch = rep.sample_sequences(4, 8)
     loss, metrics, post = m.loss(batch)
     S = 16 if latent == "categorical" else 8
@@ -48,6 +49,18 @@ def test_shapes_and_losses(latent):
     start, cont = post.starts()
     assert start["deter"].shape == (32, 32) and cont.shape == (32,)
     assert out["model/grad_norm"] > 0
+
+
+def test_norm_gru_cell_is_dreamers_layernorm_gru():
+    """h' = u * tanh(r * c) + (1 - u) * h with [r, c, u] = LayerNorm(W [x, h]), u = sigmoid(. - 1)."""
+    torch.manual_seed(0)
+    cell = NormGRUCell(3, 4)
+    x, h = torch.randn(5, 3), torch.randn(5, 4)
+    r, c, u = torch.nn.functional.layer_norm(torch.cat([x, h], -1) @ cell.linear.weight.T, (12,)).chunk(3, -1)
+    u = torch.sigmoid(u - 1)
+    assert torch.allclose(cell(x, h), u * torch.tanh(torch.sigmoid(r) * c) + (1 - u) * h, atol=1e-6)
+    torch.nn.init.zeros_(cell.linear.weight)  # gates at their biases: the state decays by sigmoid(-1)
+    assert torch.allclose(cell(x, h), (1 - torch.sigmoid(torch.tensor(-1.0))) * h)
 
 
 def test_is_first_resets_state():

@@ -52,6 +52,22 @@ def zero_last(module: nn.Sequential) -> nn.Sequential:
     return module
 
 
+class NormGRUCell(nn.Module):
+    """DreamerV2/V3's GRU cell: one Linear over [x, h] to the three gates, LayerNorm over them, the update gate
+    biased by -1 (so the state starts out mostly kept). Same call as nn.GRUCell: (x, h) -> h'."""
+
+    def __init__(self, inp: int, size: int):
+        super().__init__()
+        self.linear = nn.Linear(inp + size, 3 * size, bias=False)
+        self.norm = nn.LayerNorm(3 * size)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        update = torch.sigmoid(update - 1.0)
+        return update * cand + (1 - update) * h
+
+
 class ConvEncoder(nn.Module):
     """(..., 3, size, size) uint8-scaled floats in [-0.5, 0.5] -> (..., out_dim). Stride-2 4x4 convs to 4x4."""
 

@@ -32,7 +32,7 @@ from wm.core.schedule import Schedule
 from wm.data.replay import tree_map
 from wm.models import dists, multimodal
 from wm.models.base import WorldModel
-from wm.models.nets import ActionCoder, ConvDecoder, ConvEncoder, zero_last
+from wm.models.nets import ActionCoder, ConvDecoder, ConvEncoder, NormGRUCell, zero_last
 
 State = dict[str, torch.Tensor]
 
@@ -77,6 +77,7 @@ class RSSM(SavesOptimizers, WorldModel):
         length: int = param(32, ge=2)  # steps per sequence
         deter: int = param(128, gt=0)  # GRU size
         hidden: int = param(64, gt=0)  # width of the GRU input and the prior/posterior MLPs
+        gru: str = param("torch", choices=("torch", "norm"))  # torch.nn.GRUCell, or DreamerV2/V3's LayerNorm GRU
         latent: str = param("categorical", choices=("categorical", "gaussian"))  # DreamerV2/V3 | PlaNet/DreamerV1
         groups: int = param(8, gt=0)  # categorical: number of categorical variables
         classes: int = param(8, ge=2)  # categorical: classes per variable
@@ -158,7 +159,7 @@ class RSSM(SavesOptimizers, WorldModel):
             embed = c.units
         # RSSM core
         self.img_in = mlp(self.stoch_dim + self.act_dim, None, c.hidden, 1)
-        self.gru = nn.GRUCell(c.hidden, c.deter)
+        self.gru = nn.GRUCell(c.hidden, c.deter) if c.gru == "torch" else NormGRUCell(c.hidden, c.deter)
         self.prior_net = mlp(c.deter, stats, c.hidden, 1)
         self.post_net = mlp(c.deter + embed, stats, c.hidden, 1)
         # heads
