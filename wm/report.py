@@ -288,6 +288,12 @@ def _save(fig, ax, path: Path) -> Path:
     return path
 
 
+def _shown(path: str) -> str:
+    """A path relative to the working directory when it lies under it (reports are committed: no home dirs)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def fmt(x: float | None, ndigits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:,.{ndigits}f}"
 
@@ -299,7 +305,7 @@ def markdown(table: list[dict], runs: list[Run], metric: str, threshold: float |
     stays = (f" Stays: the median share of a run's evaluations after its first at {threshold:g} that stay "
              f"within 5% of it.") if threshold is not None else ""
     where = (', '.join(str(s) for s in sources) if len(sources) <= 3
-             else f"{len(sources)} run dirs under {os.path.commonpath([str(s) for s in sources])}")
+             else f"{len(sources)} run dirs under {_shown(os.path.commonpath([str(s) for s in sources]))}")
     lines = ["# Comparison report", "", f"Runs from: {where}  ",
              (f"Metric: `{metric}`, final performance per run: the mean of its last {last} evaluations{at}, "
               f"aggregated over seeds with rliable: IQM, mean{' and optimality gap' if threshold is not None else ''} "
