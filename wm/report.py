@@ -248,7 +248,7 @@ def plot_final(table: list[dict], metric: str, out: Path) -> Path:
         low, high = r["iqm_ci"]
         ax.errorbar(r["iqm"], i, xerr=[[r["iqm"] - low], [high - r["iqm"]]], fmt="o", color=f"C{i}", capsize=4)
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
-    ax.set_xlabel(f"final {metric} (mean of the last evaluations): IQM over seeds, 95% stratified-bootstrap CI")
+    ax.set_xlabel(f"final {metric} (mean of the last evaluations)\nIQM over seeds, 95% stratified-bootstrap CI")
     return _save(fig, ax, out / "final.png")
 
 
