@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds if args.seeds is not None else seeds
     varied = [k for k in variants[0] if len({v[k] for v in variants}) > 1]
     names = {label({k: v[k] for k in varied}): v for v in variants}
-    options = [f"{k}={v[k]}" for v in variants for k in varied]
+    if len(names) != len(variants):  # two varied keys ending in the same name would share run dirs
+        raise SystemExit(f"error: sweep {args.sweep}: its variants' run-dir names collide ({', '.join(varied)})")
+    options = list(dict.fromkeys(f"{k}={v[k]}" for v in variants for k in varied))
     if args.baseline is not None and (len(varied) != 1 or args.baseline not in options):
         raise SystemExit(f"error: --baseline {args.baseline}: give one of {', '.join(options)} "
                          f"(a sweep that varies one key)")
