@@ -14,6 +14,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,12 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     record = run_dir.parent / f"seed{seed}.record.json"
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
+    if (reuse or resume) and _stale(run_dir, cmd[2:]):  # the preset or a default changed since it ran
+        aside = run_dir.with_name(f"{run_dir.name}.stale-{dt.datetime.now():%Y%m%d-%H%M%S}")
+        run_dir.rename(aside)
+        record.unlink(missing_ok=True)
+        print(f"{name} seed {seed}: its config changed since {run_dir} ran; moved to {aside.name}, running anew",
+              flush=True)
     if reuse and _completed_with(run_dir, cmd[2:]):
         saved = json.loads(record.read_text()) if record.exists() else {}
         wall = saved.get("wall_seconds", read_run(run_dir)["summary"]["wall_seconds"])
@@ -142,6 +149,34 @@ def _completed_with(run_dir: Path, overrides: list[str]) -> bool:
     same = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith(("hydra.", "resume="))] == \
         [o for o in overrides if not o.startswith(("hydra.", "resume="))]
     return same and read_run(run_dir)["summary"]["status"] == "completed"
+
+
+_COMPOSE = threading.Lock()  # Hydra's compose API keeps global state: one composition at a time
+
+
+def composed(overrides: list[str]) -> dict[str, Any]:
+    """The job config train.py would run with these overrides, composed from today's conf/ (as saved in a run
+    dir's .hydra/config.yaml, without the ``resume`` flag)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with _COMPOSE, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="train", overrides=list(overrides)))
+    cfg.pop("resume", None)
+    return cfg
+
+
+def _stale(run_dir: Path, overrides: list[str]) -> bool:
+    """A run dir made by a config other than the one these overrides compose to today (a preset, a schema
+    default or a sweep file changed since): neither reused nor resumed."""
+    import yaml
+
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.exists():
+        return False
+    then = yaml.safe_load(saved.read_text())
+    then.pop("resume", None)
+    return then != composed([o for o in overrides if not o.startswith("resume=")])
 
 
 def spread(values: list[float | None]) -> dict[str, Any]:

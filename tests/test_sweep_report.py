@@ -148,5 +148,12 @@ def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_p
     assert "python -m bench.ablations smoke --seeds 0" in text and "| `agent.double=false` | `agent.double=true` |" in text
     ablations.main(argv)
     assert capsys.readouterr().out.count("reused") == 2
+    # a run made before its preset changed (here: its saved config edited) is set aside and run anew, not reused
+    saved = tmp_path / "runs" / "smoke" / "double-false" / "seed0" / ".hydra" / "config.yaml"
+    saved.write_text(saved.read_text().replace("total_steps: 600", "total_steps: 500"))
+    ablations.main(argv)
+    out = capsys.readouterr().out
+    assert out.count("reused") == 1 and out.count("running anew") == 1
+    assert len(list((tmp_path / "runs" / "smoke" / "double-false").glob("seed0.stale-*"))) == 1
     with pytest.raises(SystemExit, match="agent.double=true, agent.double=false"):
         ablations.main(["smoke", "--baseline", "agent.double=maybe"])
