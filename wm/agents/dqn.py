@@ -19,7 +19,7 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.config import POSITIVE, param
-from wm.core.nets import ObsEncoder, mlp
+from wm.core.nets import ObsEncoder, adam, mlp
 from wm.core.schedule import Schedule
 from wm.intrinsic.base import NoIntrinsic
 
@@ -85,7 +85,7 @@ class DQN(Agent):
         self.two_heads = cfg.intrinsic_head and intrinsic is not None
         self.q = mlp(self.encoder.dim, self.n_actions * (2 if self.two_heads else 1), cfg.hidden, norm=False, act=nn.ReLU).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optim = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        self.optim = adam(self.q.parameters(), cfg.lr, 1e-8, self.device)  # torch's (and SB3's) eps
         self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG
         self.updates = 0
 
