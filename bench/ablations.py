@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         n, seed = job
         overrides = [f"sweep={args.sweep}", "hydra.mode=RUN", *(f"{k}={v}" for k, v in names[n].items())]
         return {"variant": n, **final_over_last(train_seed(f"{args.sweep}/{n}", overrides, seed, args.threshold,
-                                                           reuse=True, resume=True, lock=False))}
+                                                           reuse=True, resume=True, lock=False, keep=True))}
 
     with ThreadPoolExecutor(args.parallel) as pool:
         records = list(pool.map(one, jobs))

@@ -66,7 +66,7 @@ def first_step_at(points: list[list[float]], threshold: float) -> int | None:
 
 def train_seed(name: str, overrides: list[str], seed: int, threshold: float | None,
                metric: str = "eval/return_mean", reuse: bool = False, lock: bool = True,
-               resume: bool = False) -> dict[str, Any]:
+               resume: bool = False, keep: bool = False) -> dict[str, Any]:
     """Run one seed through train.py and return its per-seed record (also kept beside the run dir, so a
     reused run reports the wall and CPU time it was measured with).
 
@@ -74,10 +74,16 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     left unfinished (stopped, interrupted) continues from its checkpoint (its CPU seconds are then the last
     part's only, and the record says ``resumed``). ``lock``: hold the
     bench lock for this seed (unless WM_BENCH_LOCK=0); a benchmark that holds it itself and runs seeds in
-    parallel passes False. CPU time is the run's own (``wait4``), right even when seeds run in parallel."""
+    parallel passes False. CPU time is the run's own (``wait4``), right even when seeds run in parallel.
+    ``keep``: a slim copy of the completed run goes to bench/results/runs/ (committed with the study), and a run
+    dir that is gone (outputs/ does not outlive every machine) is restored from it, so a study spanning
+    sessions reuses what it ran (``reuse``) and its report can be made again."""
     run_dir = RUNS / name / f"seed{seed}"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     record = run_dir.parent / f"seed{seed}.record.json"
+    kept = RESULTS / "runs" / name / f"seed{seed}"
+    if keep and not run_dir.exists() and (kept / "summary.json").exists():
+        _slim_copy(kept, run_dir, record_from=kept / "record.json", record_to=record)
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}",
            "progress=false"]
     if (reuse or resume) and _stale(run_dir, cmd[2:]):  # the preset or a default changed since it ran
@@ -92,6 +98,8 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
         timing = {k: saved.get(k) for k in ("cpu", "cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end",
                                             "resumed")}
         print(f"{name} seed {seed}: reused {run_dir}", flush=True)
+        if keep:
+            _slim_copy(run_dir, kept, record_from=record, record_to=kept / "record.json")
         return _record(run_dir, seed, metric, threshold, wall, timing, reused=True)
     resumed = resume and (run_dir / "checkpoints" / "latest.pt").exists()
     if resumed:
@@ -112,6 +120,8 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
               "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2), "resumed": resumed}
     rec = _record(run_dir, seed, metric, threshold, wall, timing, reused=False)
     record.write_text(json.dumps({"wall_seconds": rec["wall_seconds"], **timing, "overrides": cmd[2:]}) + "\n")
+    if keep:
+        _slim_copy(run_dir, kept, record_from=record, record_to=kept / "record.json")
     print(f"{name} seed {seed}: final {rec['final']} steps_to_{threshold} {rec['steps_to_threshold']} "
           f"wall {wall:.0f}s cpu {timing['cpu_seconds']:.0f}s", flush=True)
     return rec
@@ -149,6 +159,29 @@ def _completed_with(run_dir: Path, overrides: list[str]) -> bool:
     same = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith(("hydra.", "resume="))] == \
         [o for o in overrides if not o.startswith(("hydra.", "resume="))]
     return same and read_run(run_dir)["summary"]["status"] == "completed"
+
+
+SLIM = (".hydra/config.yaml", ".hydra/overrides.yaml", "config.yaml", "summary.json")
+
+
+def _slim_copy(src: Path, dst: Path, record_from: Path, record_to: Path) -> None:
+    """What a report and a reuse read of a run dir: its configs, summary and evaluation rows (metrics.jsonl
+    without the training rows: a few KB instead of a few MB), plus its bench record; each file written
+    atomically."""
+    for rel in SLIM:
+        if (src / rel).exists():
+            _write(dst / rel, (src / rel).read_text())
+    lines = (src / "metrics.jsonl").read_text().splitlines()
+    _write(dst / "metrics.jsonl", "".join(f"{line}\n" for line in lines if '"eval/' in line))
+    if record_from.exists():
+        _write(record_to, record_from.read_text())
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 _COMPOSE = threading.Lock()  # Hydra's compose API keeps global state: one composition at a time

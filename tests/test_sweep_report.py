@@ -155,5 +155,16 @@ def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_p
     out = capsys.readouterr().out
     assert out.count("reused") == 1 and out.count("running anew") == 1
     assert len(list((tmp_path / "runs" / "smoke" / "double-false").glob("seed0.stale-*"))) == 1
+    # outputs/ gone (a new machine): the slim copies kept under bench/results/runs/ stand in for the run dirs
+    kept = tmp_path / "results" / "runs" / "smoke" / "double-true" / "seed0"
+    assert (kept / "record.json").exists() and (kept / ".hydra" / "overrides.yaml").exists()
+    assert all('"eval/' in line for line in (kept / "metrics.jsonl").read_text().splitlines())
+    shutil.rmtree(tmp_path / "runs")
+    ablations.main(argv)
+    assert capsys.readouterr().out.count("reused") == 2
+    again = json.loads((tmp_path / "results" / "ablation_smoke.json").read_text())["variants"]["double-true"]["seeds"][0]
+    first = results["variants"]["double-true"]["seeds"][0]
+    assert again["reused_run_dir"] and (again["final"], again["curve"], again["cpu_seconds"]) == \
+        (first["final"], first["curve"], first["cpu_seconds"])
     with pytest.raises(SystemExit, match="agent.double=true, agent.double=false"):
         ablations.main(["smoke", "--baseline", "agent.double=maybe"])
