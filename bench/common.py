@@ -26,17 +26,28 @@ LOCK = Path("/tmp/wm-bench.lock")
 
 
 def machine() -> dict[str, Any]:
+    import gymnasium
+    import numpy
     import torch
 
-    cpu = platform.processor()
+    info = {}
     try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor is enough
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads_default": torch.get_num_threads(), "python": platform.python_version(),
-            "loadavg_at_start": list(os.getloadavg())}
+    # "AMD EPYC" names several generations whose float kernels differ: family/model and torch's kernel level
+    # (AVX2, AVX512) tell which trajectories a seed can be expected to repeat
+    return {"cpu": info.get("model name", platform.processor()),
+            "cpu_id": " ".join(f"{k} {info[k]}" for k in ("cpu family", "model", "stepping") if k in info),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cores": os.cpu_count(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "gymnasium": gymnasium.__version__, "torch_threads_default": torch.get_num_threads(),
+            "python": platform.python_version(), "loadavg_at_start": list(os.getloadavg())}
 
 
 def git_commit() -> str:
@@ -95,7 +106,7 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     if reuse and _completed_with(run_dir, cmd[2:]):
         saved = json.loads(record.read_text()) if record.exists() else {}
         wall = saved.get("wall_seconds", read_run(run_dir)["summary"]["wall_seconds"])
-        timing = {k: saved.get(k) for k in ("cpu", "cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end",
+        timing = {k: saved.get(k) for k in ("cpu", "cpu_id", "cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end",
                                             "resumed")}
         print(f"{name} seed {seed}: reused {run_dir}", flush=True)
         if keep:
@@ -116,7 +127,9 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
         wall = time.time() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{name} seed {seed} failed:\n{log.read_text()[-3000:]}")
-    timing = {"cpu": machine()["cpu"], "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),  # robust to load
+    host = machine()
+    timing = {"cpu": host["cpu"], "cpu_id": host["cpu_id"],
+              "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),  # robust to load
               "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2), "resumed": resumed}
     rec = _record(run_dir, seed, metric, threshold, wall, timing, reused=False)
     record.write_text(json.dumps({"wall_seconds": rec["wall_seconds"], **timing, "overrides": cmd[2:]}) + "\n")

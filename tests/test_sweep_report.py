@@ -142,7 +142,7 @@ def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_p
         assert "sweep=smoke" in overrides and f"agent.double={variant.split('-')[1]}" in overrides
     results = json.loads((tmp_path / "results" / "ablation_smoke.json").read_text())
     assert results["runs"] == 2 and set(results["variants"]) == {"double-true", "double-false"}
-    assert all(r["cpu_seconds"] > 0 and r["cpu"] for v in results["variants"].values() for r in v["seeds"])
+    assert all(r["cpu_seconds"] > 0 and r["cpu"] and "cpu_id" in r for v in results["variants"].values() for r in v["seeds"])
     text = (tmp_path / "reports" / "smoke" / "report.md").read_text()
     assert "| `agent.double=false` | 1 (1) |" in text and "Double Q changes nothing" in text
     assert "python -m bench.ablations smoke --seeds 0" in text and "| `agent.double=false` | `agent.double=true` |" in text
