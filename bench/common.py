@@ -187,7 +187,11 @@ def _slim_copy(src: Path, dst: Path, record_from: Path, record_to: Path) -> None
     lines = (src / "metrics.jsonl").read_text().splitlines()
     _write(dst / "metrics.jsonl", "".join(f"{line}\n" for line in lines if '"eval/' in line))
     if record_from.exists():
-        _write(record_to, record_from.read_text())
+        record = json.loads(record_from.read_text())
+        _write(record_to, json.dumps(record) + "\n")
+        summary = json.loads((dst / "summary.json").read_text())  # the machine that measured it, beside its figures
+        _write(dst / "summary.json", json.dumps({**summary, **{k: record[k] for k in ("cpu", "cpu_id") if k in record}},
+                                                indent=2) + "\n")
 
 
 def _write(path: Path, text: str) -> None:
