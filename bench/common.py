@@ -100,7 +100,8 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     if (reuse or resume) and _stale(run_dir, cmd[2:]):  # the preset or a default changed since it ran
         aside = run_dir.with_name(f"{run_dir.name}.stale-{dt.datetime.now():%Y%m%d-%H%M%S}")
         run_dir.rename(aside)
-        record.unlink(missing_ok=True)
+        if record.exists():  # its wall and CPU seconds go with it
+            record.replace(aside / "record.json")
         print(f"{name} seed {seed}: its config changed since {run_dir} ran; moved to {aside.name}, running anew",
               flush=True)
     if reuse and _completed_with(run_dir, cmd[2:]):

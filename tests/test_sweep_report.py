@@ -154,7 +154,8 @@ def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_p
     ablations.main(argv)
     out = capsys.readouterr().out
     assert out.count("reused") == 1 and out.count("running anew") == 1
-    assert len(list((tmp_path / "runs" / "smoke" / "double-false").glob("seed0.stale-*"))) == 1
+    stale = list((tmp_path / "runs" / "smoke" / "double-false").glob("seed0.stale-*"))
+    assert len(stale) == 1 and (stale[0] / "record.json").exists()  # its timing record kept with it
     # outputs/ gone (a new machine): the slim copies kept under bench/results/runs/ stand in for the run dirs
     kept = tmp_path / "results" / "runs" / "smoke" / "double-true" / "seed0"
     assert (kept / "record.json").exists() and (kept / ".hydra" / "overrides.yaml").exists()
