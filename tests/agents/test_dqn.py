@@ -19,7 +19,7 @@ class OneBatch:
     def __init__(self, batch):
         self.batch = batch
 
-    def sample_transitions(self, n):
+    def sample_transitions(self, n, *n_step_args):
         return self.batch
 
 
@@ -103,3 +103,38 @@ def test_learning_rate_falls_linearly_to_zero_when_decayed():
     constant = DQN(DQNConfig(lr=1e-3), env.observation_space, env.action_space)  # the default: no decay
     constant.env_step = 10**6
     assert constant.learning_rate() == 1e-3
+
+
+def test_target_network_is_copied_at_tau_one_and_averaged_below():
+    env = gym.make("CartPole-v1")
+    batch = {"obs": torch.randn(4, 4), "action": torch.tensor([0, 1, 0, 1]), "reward": torch.ones(4),
+             "next_obs": torch.randn(4, 4), "terminal": torch.tensor([False, False, True, False])}
+    for tau in (1.0, 0.25):
+        torch.manual_seed(0)
+        agent = DQN(DQNConfig(batch_size=4, target_update=2, tau=tau), env.observation_space, env.action_space)
+        before = [p.clone() for p in agent.q_target.parameters()]
+        agent.train_step(OneBatch(batch), 0)  # not a target update yet
+        assert all(torch.equal(a, b) for a, b in zip(before, agent.q_target.parameters()))
+        agent.train_step(OneBatch(batch), 1)
+        for old, online, target in zip(before, agent.q.parameters(), agent.q_target.parameters()):
+            torch.testing.assert_close(target, old + tau * (online - old))
+        if tau == 1.0:  # a copy, exactly
+            assert all(torch.equal(a, b) for a, b in zip(agent.q.parameters(), agent.q_target.parameters()))
+
+
+def test_n_step_targets_bootstrap_from_obs_n_alone():
+    env = gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    agent = DQN(DQNConfig(batch_size=2, n_step=3, gamma=0.5, lr=1e-9), env.observation_space, env.action_space)
+    batch = {"obs": torch.zeros(2, 4), "action": torch.tensor([0, 1]), "reward": torch.ones(2),
+             "next_obs": torch.full((2, 4), float("nan")),  # unused with n-step targets
+             "terminal": torch.tensor([False, False]), "return_n": torch.tensor([1.75, 1.0]),
+             "obs_n": torch.ones(2, 4), "terminal_n": torch.tensor([False, True]),
+             "discount_n": torch.tensor([0.125, 0.5])}
+    with torch.no_grad():
+        v_n = agent.q_values(batch["obs_n"], agent.q_target).gather(
+            1, agent.q_values(batch["obs_n"]).argmax(-1, keepdim=True)).squeeze(1)
+        q = agent.q_values(batch["obs"]).gather(1, batch["action"][:, None]).squeeze(1)
+    expected = torch.tensor([1.75 + 0.125 * v_n[0].item(), 1.0])  # the second ended in a terminal: no bootstrap
+    loss = torch.nn.functional.smooth_l1_loss(q, expected).item()
+    assert agent.train_step(OneBatch(batch), 0)["train/q_loss"] == pytest.approx(loss, rel=1e-5)

@@ -1,5 +1,5 @@
-"""DQN, the model-free baseline: double-DQN targets, Huber loss, a hard-updated target network, a linear
-epsilon schedule and gradient clipping.
+"""DQN, the model-free baseline: double-DQN targets, Huber loss, a target network (hard copies or Polyak
+averaging), a linear epsilon schedule and gradient clipping.
 
 Reads top to bottom: ``act`` picks epsilon-greedy actions, ``train_step`` does one gradient step on a
 replay batch. With ``model=dyna`` the batch mixes in transitions imagined by the learned model; with an
@@ -30,7 +30,8 @@ class DQNConfig:
     lr: float = param(2.3e-3, gt=0)
     batch_size: int = param(64, gt=0)
     gamma: float = param(0.99, ge=0, le=1)
-    target_update: int = param(128, gt=0)  # gradient steps between hard target-network copies
+    target_update: int = param(128, gt=0)  # gradient steps between target-network updates
+    tau: float = param(1.0, gt=0, le=1)  # each target update moves the target this far to the online net (1: copy)
     max_grad_norm: float = param(10.0, gt=0)
     eps_start: float = param(1.0, ge=0, le=1)
     eps_end: float = param(0.04, ge=0, le=1)
@@ -85,6 +86,7 @@ class DQN(Agent):
         self.two_heads = cfg.intrinsic_head and intrinsic is not None
         self.q = mlp(self.encoder.dim, self.n_actions * (2 if self.two_heads else 1), cfg.hidden, norm=False, act=nn.ReLU).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self._online_params, self._target_params = list(self.q.parameters()), list(self.q_target.parameters())
         self.optim = adam(self.q.parameters(), cfg.lr, 1e-8, self.device)  # torch's (and SB3's) eps
         self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG
         self.updates = 0
@@ -134,7 +136,7 @@ class DQN(Agent):
         pick = self.q_values(next_obs) if self.cfg.double else next_q_target  # online net picks, target values
         return next_q_target.gather(-1, pick.argmax(-1, keepdim=True)).squeeze(-1)
 
-    def extrinsic_target(self, b: dict[str, torch.Tensor], v_next: torch.Tensor, reward_key: str = "reward",
+    def extrinsic_target(self, b: dict[str, torch.Tensor], v_next: torch.Tensor | None, reward_key: str = "reward",
                          terminal_key: str = "terminal") -> torch.Tensor:
         """One-step target from ``reward_key``/``terminal_key`` and V(next_obs), or with ``n_step`` > 1 the
         n-step return of the env reward (replay's return_n) bootstrapped from obs_n."""
@@ -146,8 +148,8 @@ class DQN(Agent):
 
     def train_step(self, replay, step):
         b = self.batch(replay)
-        with torch.no_grad():
-            v_next = self.next_value(b["next_obs"])
+        with torch.no_grad():  # one-step bootstrap values (n-step targets take theirs from obs_n)
+            v_next = self.next_value(b["next_obs"]) if self.two_heads or self.cfg.n_step == 1 else None
         if self.two_heads:
             q = self.q_values(b["obs"]).gather(2, b["action"].long()[:, None, None].expand(-1, 2, 1)).squeeze(2)
             target = self._two_head_target(b, v_next)
@@ -163,7 +165,8 @@ class DQN(Agent):
         self.optim.step()
         self.updates += 1
         if self.updates % self.cfg.target_update == 0:
-            self.q_target.load_state_dict(self.q.state_dict())
+            with torch.no_grad():  # tau 1: a hard copy; below 1: Polyak averaging (as SB3's DQN tau)
+                torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.tau)
         stats = {"train/q_loss": loss.item(), "train/q_mean": q.mean().item(),
                  "train/grad_norm": grad_norm.item(), "train/epsilon": self.epsilon(), "train/lr": self.learning_rate()}
         if self.intrinsic is not None:
