@@ -122,6 +122,20 @@ def test_rliable_intervals_profiles_and_probability_of_improvement(tmp_path):
     assert report.main([str(tmp_path), "--out", str(out), "--pairs", "agent=good:nope"]) == 2
 
 
+def test_report_intervals_do_not_depend_on_the_global_rng():
+    """rliable's bootstraps draw from numpy's global RNG: a report made twice, from any RNG state, prints the same
+    intervals, and the caller's RNG state is left as it was."""
+    import numpy as np
+
+    scores = {"a": np.array([1.0, 5, 3, 8, 2]), "b": np.array([4.0, 4, 6, 9, 1])}
+    made = []
+    for seed in (1, 2):
+        np.random.seed(seed)
+        made.append((report.interval(scores, report.iqm_of), report.improvement(scores, [("a", "b")])))
+        assert np.random.rand() == np.random.RandomState(seed).rand()  # the caller's stream goes on untouched
+    assert made[0] == made[1]
+
+
 def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_path, monkeypatch, capsys):
     """bench.ablations: the sweep's grid as single runs (sweep=<name> hydra.mode=RUN), a results file with each
     run's CPU time, the report with its notes and each variant against the baseline; run again, it trains nothing."""

@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,21 @@ def iqm_of(scores: np.ndarray) -> float:
     return metrics.aggregate_iqm(scores)
 
 
+@contextmanager
+def seeded_bootstrap(seed: int):
+    """rliable's stratified bootstraps draw their indices from numpy's global RNG, not from the ``random_state``
+    they are given, so a report's intervals moved from one make to the next: seed that RNG for the call and put
+    the caller's state back after it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch now deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            yield np.random.RandomState(seed)
+    finally:
+        np.random.set_state(state)
+
+
 def interval(scores: dict[str, np.ndarray], func, seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """rliable's point estimate and 95% stratified-bootstrap interval of ``func`` for each group's final scores
     (runs x tasks; one task per report: the bootstrap resamples runs). (value, low, high)."""
@@ -115,11 +131,9 @@ def interval(scores: dict[str, np.ndarray], func, seed: int = 0) -> dict[str, tu
 
     if not scores:
         return {}
-    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch now deprecates
-        warnings.simplefilter("ignore", FutureWarning)
+    with seeded_bootstrap(seed) as rng:
         points, cis = rly.get_interval_estimates({k: v.reshape(len(v), -1) for k, v in scores.items()},
-                                                 lambda s: np.array([func(s)]), reps=REPS,
-                                                 random_state=np.random.RandomState(seed))
+                                                 lambda s: np.array([func(s)]), reps=REPS, random_state=rng)
     return {k: (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in scores}
 
 
@@ -132,10 +146,9 @@ def improvement(scores: dict[str, np.ndarray], pairs: list[tuple[str, str]], see
     todo = {f"{x} > {y}": [scores[x][:, None], scores[y][:, None]] for x, y in pairs if x in scores and y in scores}
     if not todo:
         return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with seeded_bootstrap(seed) as rng:
         points, cis = rly.get_interval_estimates(todo, metrics.probability_of_improvement, reps=REPS,
-                                                 random_state=np.random.RandomState(seed))
+                                                 random_state=rng)
     return [{"pair": k, "x": k.split(" > ")[0], "y": k.split(" > ")[1], "p": float(points[k]),
              "ci": (float(np.ravel(cis[k])[0]), float(np.ravel(cis[k])[1]))} for k in todo]
 
@@ -267,8 +280,7 @@ def plot_profiles(table: list[dict], metric: str, out: Path) -> Path | None:
         return None
     every = np.concatenate([v.ravel() for v in scores.values()])
     taus = np.linspace(every.min(), every.max(), 101) if every.max() > every.min() else np.array([every.min()])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with seeded_bootstrap(0):
         profiles, cis = rly.create_performance_profile(scores, taus, reps=REPS)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
