@@ -4,7 +4,7 @@ MBPO run on Hopper-v5 at a stated budget, and the model's held-out one-step erro
     python -m bench.mbpo                                  (or: make bench BENCH=mbpo)
     python -m bench.mbpo --seeds 0 1 2 --hopper-steps 6000   (what fits a deadline; the file says what ran)
 
-All runs go through train.py (experiment=mbpo_inverted_pendulum / sac_inverted_pendulum / mbpo_hopper).
+All runs go through train.py (experiment=mbpo_inverted_pendulum / sac_inverted_pendulum / mbpo_hopper_cpu).
 The model figures are read from each MBPO run's metrics.jsonl: model/holdout_mse_elites (mean squared error
 of the elites' predicted mean on the held-out 20% of real transitions, in standardised target units: 1.0 is
 as bad as predicting the mean) and model/holdout_mse_raw (the same in the env's own units) from the last
@@ -160,14 +160,9 @@ def main() -> None:
     sac = ["experiment=sac_inverted_pendulum", f"total_steps={args.steps}"]
     if not args.full:
         ip, sac = ip + [f"eval.stop_at={THRESHOLD}"], sac + [f"eval.stop_at={THRESHOLD}"]
-    # Hopper on a loaded CPU: the paper's model and schedule, but 1,000 random steps (paper: 5,000), 2 SAC
-    # updates per env step (paper: 20), a 20k rollout batch (paper: 100k) and the k schedule compressed
-    # into the budget (k = 1 -> 4)
-    hop = ["experiment=mbpo_hopper", f"total_steps={args.hopper_steps}", "eval.every=1000", "eval.episodes=5",
-           "device.threads=1", "agent.prefill=1000", "agent.update.start=1000", "agent.update.updates=2",
-           "model.update.start=1000", "model.rollout_batch_size=20000", "model.retain=1", "model.max_epochs=25",
-           "model.rollout.start=1000", f"model.rollout.end={max(args.hopper_steps, 1001)}",
-           "model.rollout.max_length=4", "checkpoint.every=5000"]
+    # Hopper: the CPU-sized preset (conf/experiment/mbpo_hopper_cpu.yaml: the paper's model and schedule with fewer
+    # random steps, SAC updates and rollouts, k = 1 -> 4 over the budget)
+    hop = ["experiment=mbpo_hopper_cpu", f"total_steps={max(args.hopper_steps, 1001)}"]
 
     mbpo_runs, sac_runs = [], []
     for s in [s for s in args.seeds if wanted("mbpo_inverted_pendulum", s)]:
