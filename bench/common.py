@@ -82,8 +82,9 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     reused run reports the wall and CPU time it was measured with).
 
     ``reuse``: take a completed run dir of the same command instead of running again. ``resume``: a run dir
-    left unfinished (stopped, interrupted) continues from its checkpoint (its CPU seconds are then the last
-    part's only, and the record says ``resumed``). ``lock``: hold the
+    left unfinished (stopped, interrupted) continues from its checkpoint (the record says ``resumed``; its CPU
+    seconds are the whole run's from the run's own clock, which checkpoints carry across parts, or the last part's
+    alone when the first part predates that clock: then ``cpu_seconds_parts`` says "last"). ``lock``: hold the
     bench lock for this seed (unless WM_BENCH_LOCK=0); a benchmark that holds it itself and runs seeds in
     parallel passes False. CPU time is the run's own (``wait4``), right even when seeds run in parallel.
     ``keep``: a slim copy of the completed run goes to bench/results/runs/ (committed with the study), and a run
@@ -109,6 +110,7 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
         wall = saved.get("wall_seconds", read_run(run_dir)["summary"]["wall_seconds"])
         timing = {k: saved.get(k) for k in ("cpu", "cpu_id", "cpu_seconds", "loadavg_1min_at_start", "loadavg_at_end",
                                             "resumed")}
+        timing.update({k: saved[k] for k in ("cpu_seconds_parts",) if k in saved})
         print(f"{name} seed {seed}: reused {run_dir}", flush=True)
         if keep:
             _slim_copy(run_dir, kept, record_from=record, record_to=kept / "record.json")
@@ -129,9 +131,13 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{name} seed {seed} failed:\n{log.read_text()[-3000:]}")
     host = machine()
+    cpu = round(usage.ru_utime + usage.ru_stime, 2)  # robust to load
+    run_cpu = read_run(run_dir)["summary"].get("cpu_seconds")
     timing = {"cpu": host["cpu"], "cpu_id": host["cpu_id"],
-              "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),  # robust to load
+              "cpu_seconds": run_cpu if resumed and run_cpu is not None else cpu,
               "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2), "resumed": resumed}
+    if resumed:
+        timing["cpu_seconds_parts"] = "all" if run_cpu is not None else "last"
     rec = _record(run_dir, seed, metric, threshold, wall, timing, reused=False)
     record.write_text(json.dumps({"wall_seconds": rec["wall_seconds"], **timing, "overrides": cmd[2:]}) + "\n")
     if keep:

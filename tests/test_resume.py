@@ -42,10 +42,13 @@ def test_sigterm_checkpoints_and_marks_interrupted(run_dir):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     s = summary(run_dir)
-    assert s["status"] == "interrupted" and 200 <= s["steps"] < 2000
+    assert s["status"] == "interrupted" and 200 <= s["steps"] < 2000 and s["cpu_seconds"] > 0
     resumed = train(run_dir, *RUN, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert summary(run_dir)["status"] == "completed" and summary(run_dir)["steps"] == 2000
+    done = summary(run_dir)
+    assert done["status"] == "completed" and done["steps"] == 2000
+    # wall and CPU time count both parts (the CPU figure of a resumed benchmark run is the whole run's)
+    assert done["wall_seconds"] > s["wall_seconds"] and done["cpu_seconds"] > s["cpu_seconds"]
 
 
 def test_resume_with_other_settings_is_refused(run_dir):
@@ -78,3 +81,20 @@ def test_dyna_cartpole_resumes_exactly(tmp_path):
            "checkpoint.every=300", "agent.prefill=200", "agent.update.start=200", "agent.update.every=100",
            "agent.update.updates=4", "model.warmup=2", "log_every=100"]
     assert_resumes_exactly(tmp_path, run)  # from previous.pt (~600): the last 100 steps again
+
+
+def test_a_resumed_benchmark_run_reports_the_whole_runs_cpu_time(tmp_path, monkeypatch):
+    """bench.common.train_seed on a run dir stopped part way: it resumes, and its CPU seconds are both parts'
+    (the run's own clock, carried by the checkpoint), not only the part it watched."""
+    from bench import common
+
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    run_dir = tmp_path / "tiny" / "seed0"
+    proc = train(run_dir, *RUN, "seed=0", background=True)
+    wait_for_checkpoint(run_dir, proc, min_step=600)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    first = summary(run_dir)["cpu_seconds"]
+    rec = common.train_seed("tiny", RUN, 0, None, resume=True, lock=False)
+    assert rec["resumed"] and rec["cpu_seconds_parts"] == "all" and rec["train_wall_seconds"] > 0
+    assert rec["cpu_seconds"] == summary(run_dir)["cpu_seconds"] > first

@@ -61,7 +61,8 @@ def execute(cfg: DictConfig, plan: Plan, run_dir: Path) -> float | None:
     if plan.logger.wandb:  # W&B tags: the configured ones plus this job's overrides (seed, swept values)
         plan.logger.tags += [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.")][:20]
     logger = Logger(run_dir, plan.logger, config, resume=state is not None,
-                    start_time=state["elapsed"] if state else 0.0, name=run_dir.name)
+                    start_time=state["elapsed"] if state else 0.0, name=run_dir.name,
+                    start_cpu=state.get("cpu_elapsed") if state else 0.0)
     logger.constants["steps_unit"] = plan.unit
     loop = None
     status, exit_code = "failed", 0

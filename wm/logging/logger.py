@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import resource
 import time
 import uuid
 from dataclasses import dataclass
@@ -56,16 +57,24 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _cpu_now() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 class Logger:
     """Writes metrics for one run. ``offset`` is where metrics.jsonl ends (saved in checkpoints)."""
 
     def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict[str, Any], resume: bool = False,
-                 start_time: float = 0.0, name: str | None = None):
+                 start_time: float = 0.0, name: str | None = None, start_cpu: float | None = 0.0):
         self.run_dir, self.cfg = Path(run_dir), cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.summary_path = self.run_dir / "summary.json"
         self.t0 = time.time() - start_time  # time keeps counting across resumes
+        # CPU seconds too (this process and its finished children), so a resumed run's summary counts every part;
+        # None when resumed from a checkpoint that did not save them
+        self.cpu0 = None if start_cpu is None else _cpu_now() - start_cpu
         self.last: dict[str, Any] = {}
         self.constants: dict[str, Any] = {}  # written into every summary (e.g. what `steps` counts)
         self._file = open(self.metrics_path, "a" if resume else "w")  # noqa: SIM115 - open for the run's life
@@ -74,6 +83,10 @@ class Logger:
     # ---- metrics --------------------------------------------------------------------------------
     def elapsed(self) -> float:
         return time.time() - self.t0
+
+    def clocks(self) -> dict[str, float | None]:
+        """What a checkpoint saves so that wall and CPU time keep counting when the run resumes."""
+        return {"elapsed": self.elapsed(), "cpu_elapsed": None if self.cpu0 is None else _cpu_now() - self.cpu0}
 
     @property
     def offset(self) -> int:
@@ -99,6 +112,8 @@ class Logger:
 
     def summary(self, status: str, steps: int, extra: dict[str, Any] | None = None) -> None:
         data = {"status": status, "steps": int(steps), **self.constants, "wall_seconds": round(self.elapsed(), 3)}
+        if self.cpu0 is not None:
+            data["cpu_seconds"] = round(_cpu_now() - self.cpu0, 3)
         data.update({k: v for k, v in self.last.items() if not isinstance(v, str)})
         data.update(extra or {})
         write_json(self.summary_path, data)

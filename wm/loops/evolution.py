@@ -125,7 +125,7 @@ class EvolutionLoop:
     def _checkpoint(self, stage: str, sub: Any) -> None:
         checkpoint.save(self.dir, {
             "stage": stage, "sub": sub, "step": self.step, "spent": dict(self.spent), "rng": checkpoint.rng_state(),
-            "metrics_offset": self.logger.offset, "elapsed": self.logger.elapsed(),
+            "metrics_offset": self.logger.offset, **self.logger.clocks(),
         })
         self.logger.summary("running", self.step)
 

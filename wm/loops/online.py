@@ -256,7 +256,7 @@ class OnlineLoop:
             "episode": self.episode, "ep_return": self.ep_return, "ep_length": self.ep_length,
             "ep_actions": self.ep_actions,
             "env_state": [getattr(e.unwrapped, "state_dict", lambda: None)() for e in self.envs.envs],
-            "metrics_offset": self.logger.offset, "elapsed": self.logger.elapsed(),
+            "metrics_offset": self.logger.offset, **self.logger.clocks(),
         }
         checkpoint.save(self.logger.run_dir, state)
         self.last_checkpoint = self.step

@@ -70,7 +70,7 @@ class SupervisedLoop:
         checkpoint.save(self.logger.run_dir, {
             "step": self.step, "model": self.model.state_dict(),
             "data": self.data.state_dict() if hasattr(self.data, "state_dict") else None,
-            "rng": checkpoint.rng_state(), "metrics_offset": self.logger.offset, "elapsed": self.logger.elapsed(),
+            "rng": checkpoint.rng_state(), "metrics_offset": self.logger.offset, **self.logger.clocks(),
         })
         self.last_checkpoint = self.step
         self.logger.summary("running", self.step)
