@@ -32,7 +32,7 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.config import param, require
-from wm.core.nets import SavesOptimizers, adam, mlp
+from wm.core.nets import Polyak, SavesOptimizers, adam, mlp
 from wm.models import dists
 from wm.models.dists import HEADS
 from wm.models.nets import zero_last
@@ -161,6 +161,7 @@ class ActorCritic(SavesOptimizers, Agent):
         cbins = dists.head_bins(cfg.critic_head)
         self.critic = zero_last(mlp(model.feat_dim, cbins, cfg.units, cfg.layers))
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.follow = Polyak(self.critic, self.slow_critic)
         self.intrinsic = intrinsic  # a submodule: checkpointed with the agent (ensemble, optimiser, statistics)
         if hasattr(intrinsic, "bind"):
             intrinsic.bind(model)
@@ -337,9 +338,7 @@ class ActorCritic(SavesOptimizers, Agent):
         critic_loss.backward()
         cgn = nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
         self.critic_opt.step()
-        with torch.no_grad():
-            for p, sp in zip(self.critic.parameters(), self.slow_critic.parameters()):
-                sp.lerp_(p, 1 - c.slow_decay)
+        self.follow(1 - c.slow_decay)
         self.updates += 1
         intrinsic = {**self.intrinsic.stats, **explore} if self.intrinsic is not None else {}
         return {

@@ -19,7 +19,7 @@ from torch import nn
 
 from wm.agents.base import Agent
 from wm.config import POSITIVE, param
-from wm.core.nets import ObsEncoder, adam, mlp
+from wm.core.nets import ObsEncoder, Polyak, adam, mlp
 from wm.core.schedule import Schedule
 from wm.intrinsic.base import NoIntrinsic
 
@@ -86,7 +86,7 @@ class DQN(Agent):
         self.two_heads = cfg.intrinsic_head and intrinsic is not None
         self.q = mlp(self.encoder.dim, self.n_actions * (2 if self.two_heads else 1), cfg.hidden, norm=False, act=nn.ReLU).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self._online_params, self._target_params = list(self.q.parameters()), list(self.q_target.parameters())
+        self.follow = Polyak(self.q, self.q_target)
         self.optim = adam(self.q.parameters(), cfg.lr, 1e-8, self.device)  # torch's (and SB3's) eps
         self.rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))  # from the run's seeded torch RNG
         self.updates = 0
@@ -165,8 +165,7 @@ class DQN(Agent):
         self.optim.step()
         self.updates += 1
         if self.updates % self.cfg.target_update == 0:
-            with torch.no_grad():  # tau 1: a hard copy; below 1: Polyak averaging (as SB3's DQN tau)
-                torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.tau)
+            self.follow(self.cfg.tau)  # tau 1: a hard copy; below 1: Polyak averaging (as SB3's DQN tau)
         stats = {"train/q_loss": loss.item(), "train/q_mean": q.mean().item(),
                  "train/grad_norm": grad_norm.item(), "train/epsilon": self.epsilon(), "train/lr": self.learning_rate()}
         if self.intrinsic is not None:

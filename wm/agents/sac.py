@@ -26,7 +26,7 @@ from torch import nn
 from wm.agents.base import Agent
 from wm.agents.mbpo import BranchedRollouts
 from wm.config import POSITIVE, param, require
-from wm.core.nets import mlp
+from wm.core.nets import Polyak, mlp
 from wm.core.schedule import Schedule
 
 
@@ -128,7 +128,7 @@ class SAC(Agent):
                   {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
                   {"params": [self.log_alpha], "lr": cfg.alpha_lr}]
         self.optim = torch.optim.Adam(groups, **({"fused": True} if self.device.type == "cpu" else {}))
-        self._online_params, self._target_params = list(self.q.parameters()), list(self.q_target.parameters())
+        self.follow = Polyak(self.q, self.q_target)
         self.updates = 0
         self.last_actor: dict[str, float] = {}
         # MBPO: branched rollouts with this policy through a model env (a model that offers ``step``)
@@ -211,8 +211,7 @@ class SAC(Agent):
             if self.cfg.autotune:
                 self.last_actor["train/alpha_loss"] = alpha_loss.item()
         self.updates += 1
-        with torch.no_grad():  # target smoothing
-            torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.tau)
+        self.follow(self.cfg.tau)  # target smoothing
         return {"train/q1_loss": q1_loss.item(), "train/q2_loss": q2_loss.item(), "train/q_mean": q1.mean().item(),
                 "train/alpha": self.alpha.item(), **self.last_actor}
 

@@ -69,6 +69,19 @@ class ObsEncoder(nn.Module):
         return (x - self.mid) / self.span if self.rescale else x
 
 
+class Polyak:
+    """Moves a target network towards its online network, target += weight * (online - target) in one fused call
+    (weight 1: a hard copy): DQN's and SAC's targets, Dreamer's slow critic. Loading a state dict into either
+    network copies in place, so the parameter lists stay valid."""
+
+    def __init__(self, online: nn.Module, target: nn.Module):
+        self.online, self.target = list(online.parameters()), list(target.parameters())
+
+    @torch.no_grad()
+    def __call__(self, weight: float) -> None:
+        torch._foreach_lerp_(self.target, self.online, weight)
+
+
 def adam(params, lr: float, eps: float, device: torch.device) -> torch.optim.Adam:
     """Adam with the fused kernel where torch has one (CPU, CUDA): one call per step instead of a Python
     loop over parameter tensors, about 4x cheaper per step for these many small tensors on a CPU."""
