@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -73,14 +74,27 @@ def main(argv: list[str] | None = None) -> None:
                          f"(a sweep that varies one key)")
     jobs = [(n, s) for s in seeds for n in names]  # seed-major: variants stay on equal seeds
 
-    def one(job: tuple[str, int]) -> dict[str, Any]:
+    stop = threading.Event()  # a failed or stopped run ends the study: the queued runs do not start
+
+    def one(job: tuple[str, int]) -> dict[str, Any] | None:
+        if stop.is_set():
+            return None
         n, seed = job
         overrides = [f"sweep={args.sweep}", "hydra.mode=RUN", *(f"{k}={v}" for k, v in names[n].items())]
-        return {"variant": n, **final_over_last(train_seed(f"{args.sweep}/{n}", overrides, seed, args.threshold,
-                                                           reuse=True, resume=True, lock=False, keep=True))}
+        try:
+            rec = train_seed(f"{args.sweep}/{n}", overrides, seed, args.threshold, reuse=True, resume=True,
+                             lock=False, keep=True)
+        except BaseException:
+            stop.set()
+            raise
+        return {"variant": n, **final_over_last(rec)}
 
     with ThreadPoolExecutor(args.parallel) as pool:
-        records = list(pool.map(one, jobs))
+        try:
+            records = list(pool.map(one, jobs))
+        except BaseException:
+            stop.set()
+            raise
 
     by_variant = {n: [r for r in records if r["variant"] == n] for n in names}
     cpu = [r.get("cpu_seconds") or 0.0 for r in records]

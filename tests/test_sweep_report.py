@@ -183,3 +183,20 @@ def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_p
         (first["final"], first["curve"], first["cpu_seconds"])
     with pytest.raises(SystemExit, match="agent.double=true, agent.double=false"):
         ablations.main(["smoke", "--baseline", "agent.double=maybe"])
+
+
+def test_bench_ablations_stops_at_a_failed_run(tmp_path, monkeypatch):
+    """A run that fails (or is stopped) ends the study there: the queued runs do not start (they resume with the
+    study's next call)."""
+    from bench import ablations
+
+    calls = []
+
+    def failing(name, overrides, seed, *args, **kwargs):
+        calls.append((name, seed))
+        raise RuntimeError(f"{name} seed {seed} failed")
+
+    monkeypatch.setattr(ablations, "train_seed", failing)
+    with pytest.raises(RuntimeError, match="seed 0 failed"):
+        ablations.main(["smoke"])
+    assert calls == [("smoke/double-true", 0)]
