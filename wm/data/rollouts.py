@@ -109,7 +109,9 @@ def collect(folder: Path, env_cfg: EnvConfig, seed: int, budget: int, max_episod
     if steps >= budget or len(have) >= max_episodes:
         return steps
     fns = [lambda: make_env(env_cfg) for _ in range(workers)]
-    vec = (AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED) if workers > 1 else
+    # workers start from a fresh interpreter (forkserver), not a fork of this process: a fork taken while another
+    # thread (EnvPool's, torch's) holds a lock can leave the worker waiting on it forever (seen in CI)
+    vec = (AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED, context="forkserver") if workers > 1 else
            SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED))
     space = vec.single_action_space
     try:
