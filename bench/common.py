@@ -131,8 +131,8 @@ def train_seed(name: str, overrides: list[str], seed: int, threshold: float | No
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{name} seed {seed} failed:\n{log.read_text()[-3000:]}")
     host = machine()
-    cpu = round(usage.ru_utime + usage.ru_stime, 2)  # robust to load
-    run_cpu = read_run(run_dir)["summary"].get("cpu_seconds")
+    cpu = round(usage.ru_utime + usage.ru_stime, 2)  # the child's own (wait4), not the machine's
+    run_cpu = json.loads((run_dir / "summary.json").read_text()).get("cpu_seconds")  # the run's clock, all parts
     timing = {"cpu": host["cpu"], "cpu_id": host["cpu_id"],
               "cpu_seconds": run_cpu if resumed and run_cpu is not None else cpu,
               "loadavg_1min_at_start": load, "loadavg_at_end": round(os.getloadavg()[0], 2), "resumed": resumed}
