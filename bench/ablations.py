@@ -3,6 +3,7 @@
     WM_BENCH_LOCK=0 python -m bench.ablations dreamer_ablation --threshold 475 --baseline +ablation=dreamer_v3
     python -m bench.ablations mbpo_rollout_length --parallel 2
     python -m bench.ablations dreamer_ablation --seeds 0 1      # a study cut short: its first seeds only
+    python -m bench.ablations worldmodels_ablation --set model.stages.mdnrnn_from=<run dir> ...  # shared inputs
 
 `python train.py sweep=<name>` runs the same grid through Hydra's launcher; this runs each job of the grid as
 a single train.py run with the sweep's own settings (`sweep=<name> hydra.mode=RUN` plus the job's overrides),
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threshold", type=float, default=None, help="steps to and stability at this return")
     p.add_argument("--baseline", default=None, metavar="KEY=VALUE",
                    help="the variant every other is compared with (probability of improvement)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="common",
+                   help="an override every run of the study takes (e.g. the World Models V and M of one run)")
     args = p.parse_args(argv)
+    if bad := [o for o in args.common if "=" not in o]:
+        raise SystemExit(f"error: --set {bad[0]}: give KEY=VALUE")
 
     variants, seeds = grid(args.sweep)
     seeds = args.seeds if args.seeds is not None else seeds
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         if stop.is_set():
             return None
         n, seed = job
-        overrides = [f"sweep={args.sweep}", "hydra.mode=RUN", *(f"{k}={v}" for k, v in names[n].items())]
+        overrides = [f"sweep={args.sweep}", "hydra.mode=RUN", *args.common,
+                     *(f"{k}={v}" for k, v in names[n].items())]
         try:
             rec = train_seed(f"{args.sweep}/{n}", overrides, seed, args.threshold, reuse=True, resume=True,
                              lock=False, keep=True)

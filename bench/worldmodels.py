@@ -5,6 +5,7 @@
     python -m bench.worldmodels                # both
     python -m bench.worldmodels run --reuse    # keep completed run dirs, rerun what is missing
     python -m bench.worldmodels full           # full tracks (~2.5 h): -> bench/results/worldmodels_carracing_full.json
+    python -m bench.worldmodels full_dream     # C trained in M's dream on full's V and M: -> ..._full_dream.json
 
 throughput (one process, one torch thread, paper-sized V and M, untrained weights: speed does not depend on
 them): env steps/s of (a) the raw env stepped alone with random actions, (b) a population of P controllers
@@ -20,6 +21,9 @@ full: ``train.py experiment=worldmodels_carracing_full`` (trained on EnvPool's C
 where it stopped (a run that spans sessions: each call adds a segment with its wall and CPU seconds), then the best
 controller on 100 fresh tracks of gymnasium's CarRacing-v3, in waves of 10 that are kept as they finish (so the
 test resumes too). Its results file says how many frames each stage spent and where the time went.
+
+full_dream: ``experiment=worldmodels_carracing_full_dream`` on the rollouts, V and M of the full run (which must
+have finished its M stage), tested the same way; the results file adds the shared stages' time to its own.
 """
 
 from __future__ import annotations
@@ -234,7 +238,7 @@ def gymnasium_test(run_dir: Path, episodes: int = 100, wave: int = 10) -> dict:
     from omegaconf import OmegaConf
 
     from wm.core.seeds import EVAL, episode_seed
-    from wm.loops.evolution import load_product
+    from wm.loops.evolution import load_product, stage_source
     from wm.loops.population import PopulationEnvs
     from wm.validate import validate
 
@@ -250,8 +254,8 @@ def gymnasium_test(run_dir: Path, episodes: int = 100, wave: int = 10) -> dict:
     obs_space, act_space = plan.spaces
     model = plan.model_cls(plan.model, obs_space=obs_space, act_space=act_space, device=plan.device)
     agent = plan.agent_cls(plan.agent, obs_space=obs_space, act_space=act_space, model=model, device=plan.device)
-    model.load_vae_state(load_product(run_dir / "vae.pt"))
-    model.load_rnn_state(load_product(run_dir / "mdnrnn.pt"))
+    model.load_vae_state(load_product((stage_source(plan.model, "vae") or run_dir) / "vae.pt"))
+    model.load_rnn_state(load_product((stage_source(plan.model, "mdnrnn") or run_dir) / "mdnrnn.pt"))
     best = load_product(run_dir / "controller.pt")["best"]
     params = np.asarray(best["params"])
     envs = PopulationEnvs(plan.env)
@@ -274,7 +278,16 @@ def gymnasium_test(run_dir: Path, episodes: int = 100, wave: int = 10) -> dict:
 
 def full(extra: list[str], name: str = FULL) -> None:
     run_dir = RUNS / name / "seed0"
-    overrides = [f"experiment={FULL}", "seed=0", *extra]
+    overrides = [f"experiment={name}", "seed=0", *extra]
+    shared = {}
+    if name != FULL:  # the dream controller on the full run's rollouts, V and M
+        src = RUNS / FULL / "seed0"
+        if not (src / "stages" / "mdnrnn.json").exists():
+            raise SystemExit(f"error: {name} needs {src} with its M stage done: run `python -m bench.worldmodels "
+                             f"full` first (stop it once its log says 'stage controller')")
+        overrides[2:2] = [f"model.stages.rollouts_from={src}", f"model.stages.mdnrnn_from={src}"]
+        shared = {"run_dir": str(src.relative_to(ROOT)), "stage_seconds": {
+            p.stem: json.loads(p.read_text()).get("seconds") for p in (src / "stages").glob("*.json")}}
     segments = run_or_resume(run_dir, overrides)
     test = gymnasium_test(run_dir)
     run = read_run(run_dir)
@@ -301,9 +314,11 @@ def full(extra: list[str], name: str = FULL) -> None:
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "train_wall_seconds": s.get("wall_seconds"), "segments": segments,
         "train_cpu_seconds": round(sum(x["cpu_seconds"] for x in segments), 1), "generations": gens,
+        **({"shared_rollouts_v_m": shared} if shared else {}),
     }
     write_results(name, res)
-    plot(name, {"CMA-ES on EnvPool, tested on gymnasium": {"generations": gens, "test": summary | {"returns": test["returns"]}}},
+    where = "in M's dream" if shared else "on EnvPool"
+    plot(name, {f"CMA-ES {where}, tested on gymnasium": {"generations": gens, "test": summary | {"returns": test["returns"]}}},
          title="World Models on full CarRacing-v3 tracks, 2-core CPU scale (paper: 906 +- 21 at ~1.8e9 frames)")
     print(f"{name}: {summary['return_mean']:.1f} +- {summary['return_std']:.1f} over {summary['episodes']} "
           f"gymnasium tracks; train wall {s.get('wall_seconds')} s")
@@ -311,8 +326,8 @@ def full(extra: list[str], name: str = FULL) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    if args and args[0] == "full":
-        full([a for a in args if "=" in a])
+    if args and args[0] in ("full", "full_dream"):
+        full([a for a in args if "=" in a], FULL if args[0] == "full" else f"{FULL}_dream")
         return
     what = args[0] if args and args[0] in ("throughput", "run") else "all"
     extra = [a for a in args if "=" in a]

@@ -187,16 +187,18 @@ def test_bench_ablations_runs_a_named_sweep_job_by_job_and_reuses_what_ran(tmp_p
 
 def test_bench_ablations_stops_at_a_failed_run(tmp_path, monkeypatch):
     """A run that fails (or is stopped) ends the study there: the queued runs do not start (they resume with the
-    study's next call)."""
+    study's next call). --set overrides reach every run."""
     from bench import ablations
 
     calls = []
 
     def failing(name, overrides, seed, *args, **kwargs):
-        calls.append((name, seed))
+        calls.append((name, overrides, seed))
         raise RuntimeError(f"{name} seed {seed} failed")
 
     monkeypatch.setattr(ablations, "train_seed", failing)
     with pytest.raises(RuntimeError, match="seed 0 failed"):
-        ablations.main(["smoke"])
-    assert calls == [("smoke/double-true", 0)]
+        ablations.main(["smoke", "--set", "agent.lr=1e-3"])
+    assert calls == [("smoke/double-true", ["sweep=smoke", "hydra.mode=RUN", "agent.lr=1e-3", "agent.double=true"], 0)]
+    with pytest.raises(SystemExit, match="--set agent.lr: give KEY=VALUE"):
+        ablations.main(["smoke", "--set", "agent.lr"])

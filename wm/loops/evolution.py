@@ -53,6 +53,15 @@ log = logging.getLogger("wm")
 STAGES = ("rollouts", "vae", "mdnrnn", "controller", "test")
 
 
+def stage_source(cfg, name: str) -> Path | None:
+    """The run dir a stage's product comes from (``model.stages.<name>_from``; V also from ``mdnrnn_from``), or
+    None where this run makes it."""
+    src = getattr(cfg.stages, f"{name}_from")
+    if name == "vae" and src is None:
+        src = cfg.stages.mdnrnn_from
+    return Path(src) if src else None
+
+
 def load_product(path: Path) -> Any:
     """A stage product (tensors and plain values only): anything else, or a damaged file, is one ConfigError."""
     try:
@@ -135,10 +144,7 @@ class EvolutionLoop:
             raise KeyboardInterrupt
 
     def _source(self, name: str) -> Path | None:
-        src = getattr(self.model.cfg.stages, f"{name}_from")
-        if name == "vae" and src is None:
-            src = self.model.cfg.stages.mdnrnn_from
-        return Path(src) if src else None
+        return stage_source(self.model.cfg, name)
 
     def _rollout_dir(self) -> Path:
         src = self._source("rollouts")
