@@ -209,8 +209,11 @@ def es_to_tree(es: cma.CMAEvolutionStrategy) -> dict:
         memo[id(x)] = n = len(memo)
         keep.append(x)
         if type(x) is np.ndarray and x.dtype != object:
-            return {"$": "array", "id": n, "dtype": x.dtype.str, "shape": list(x.shape),
-                    "data": np.ascontiguousarray(x).tobytes()}
+            # the memory order is kept: BLAS kernels (AVX-512 ones among them) round differently for C and
+            # Fortran layouts, so a reloaded ES would otherwise drift from the one saved by an ulp per generation
+            fortran = x.ndim > 1 and x.flags.f_contiguous and not x.flags.c_contiguous
+            return {"$": "array", "id": n, "dtype": x.dtype.str, "shape": list(x.shape), "fortran": fortran,
+                    "data": (np.asfortranarray(x) if fortran else np.ascontiguousarray(x)).tobytes(order="A")}
         if type(x) in (list, tuple):
             return {"$": type(x).__name__, "id": n, "v": [enc(v) for v in x]}
         if type(x) is np.random.RandomState:
@@ -265,7 +268,8 @@ def es_from_tree(tree: dict, strings: set[str]) -> cma.CMAEvolutionStrategy:
             dtype = np.dtype(x["dtype"])
             if dtype.hasobject:
                 refuse("an object array")
-            return new(x, np.frombuffer(x["data"], dtype).reshape(x["shape"]).copy())
+            order = "F" if x.get("fortran") is True else "C"
+            return new(x, np.frombuffer(x["data"], dtype).reshape(x["shape"], order=order).copy(order=order))
         if kind == "list":
             out = new(x, [])
             out.extend(dec(v) for v in x["v"])
