@@ -3,6 +3,7 @@ SIGKILL (ending exactly as an uninterrupted run), products taken from an earlier
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -109,6 +110,18 @@ def test_products_from_an_earlier_run_are_reused(full, run_dir):
     assert not any("vae/loss" in r for r in rows) and any("rnn/loss" in r for r in rows)
     assert not (run_dir / "rollouts").exists()
     assert summary(run_dir)["status"] == "completed"
+
+
+def test_gymnasium_test_takes_v_and_m_from_where_the_run_took_them(full, run_dir):
+    """bench.worldmodels' 100-track test rebuilds the run's V and M from ``model.stages.*_from`` (the dream
+    controller's run dir holds neither): on the loop's own test seeds it must score what the loop's test scored."""
+    from bench.worldmodels import gymnasium_test
+
+    proc = train(run_dir, *CP, f"model.stages.rollouts_from={full}", f"model.stages.mdnrnn_from={full}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (run_dir / "vae.pt").exists() and not (run_dir / "mdnrnn.pt").exists()
+    loop_test = json.loads((run_dir / "test_returns.json").read_text())["returns"]
+    assert gymnasium_test(run_dir, episodes=2, wave=2)["returns"] == pytest.approx(loop_test, abs=1e-6)
 
 
 class Planted:
