@@ -136,6 +136,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[8, 10],
                    help="vector sizes (the World Models population 8 x 1, its 10 eval envs)")
     p.add_argument("--population-steps", type=int, default=2400, help="agent steps of the population evaluation")
+    p.add_argument("--name", default="env_backends", help="results file name (e.g. a re-check on another CPU)")
     a = p.parse_args()
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -150,10 +151,10 @@ def main() -> None:
                    for k in ["1", *map(str, a.sizes)]}
         speedup["population"] = round(results["envpool"]["population"]["agent_steps_per_cpu_s"]
                                       / results["gymnasium"]["population"]["agent_steps_per_cpu_s"], 1)
-        path = write_results("env_backends", {
+        path = write_results(a.name, {
             "command": "python -m bench.env_backends " + " ".join(
                 f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                for k, v in vars(a).items()),
+                for k, v in vars(a).items() if k != "name" or v != "env_backends"),
             "env": "CarRacing-v3, 64x64 frames (conf/env/carracing.yaml), action repeat 1, random actions",
             "results": results, "envpool_speedup_per_cpu_s": speedup})
         print(f"wrote {path}: envpool / gymnasium per CPU second {speedup}")
